@@ -1,0 +1,58 @@
+"""Shared CLI plumbing: the error boundary and the option aliases every command reuses."""
+import functools
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import typer
+from rich.console import Console
+from typing_extensions import Annotated
+
+from fgvc_edge.errors import FgvcError
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def command(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap a command so a user error becomes one line on stderr and its exit code (2), no traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+        try:
+            return fn(*args, **kwargs)
+        except FgvcError as exc:
+            err_console.print("error: {}".format(exc), markup=False, highlight=False, soft_wrap=True)
+            raise typer.Exit(exc.exit_code) from None
+        except KeyboardInterrupt:
+            err_console.print("interrupted", markup=False)
+            raise typer.Exit(130) from None
+        except MemoryError:
+            err_console.print("error: out of memory; try a smaller --batch or --input-size", markup=False)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+# -- option aliases (Annotated, shared by every command that takes them) ---------------------------------
+ModelArg = Annotated[str, typer.Argument(help="A registered model name (see `fgvc-edge models`).", show_default=False)]
+CheckpointOpt = Annotated[
+    Optional[Path], typer.Option("--checkpoint", "-c", help="fgvc-edge checkpoint folder (or its model.safetensors).")
+]
+NumClassesOpt = Annotated[Optional[int], typer.Option("--num-classes", min=1, help="Classes of the head (default: the model's).")]
+InputSizeOpt = Annotated[Optional[int], typer.Option("--input-size", min=16, help="Square input size (default: the model's).")]
+OutputOpt = Annotated[Optional[Path], typer.Option("--output", "-o", help="Output path.")]
+ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", min=1, help="CPU threads (default: all cores).")]
+
+
+def fail_if_exists_as_dir(path: Optional[Path]) -> None:
+    from fgvc_edge.errors import UserInputError
+
+    if path is not None and path.is_dir():
+        raise UserInputError("output {} is a folder; give a file path".format(path))
+
+
+def stderr_is_tty() -> bool:
+    return sys.stderr.isatty()

@@ -1,0 +1,226 @@
+"""Export a registered model to ONNX with the facts a deployment needs.
+
+We use torch's TorchScript-based exporter (``dynamo=False``): TensorRT 8.5/8.6 (JetPack 5/6.0) parse
+opset ≤ 17, and torch 2.14's dynamo exporter starts at opset 18 and fails to convert ResNets down to 17.
+The graph is simplified with onnxsim, validated with ``onnx.checker``, and accepted only when ONNX Runtime
+reproduces PyTorch: relative L2 error of the logits ≤ 1e-4 and the same top-1 on every sample.
+"""
+import json
+import logging
+import os
+import warnings
+from dataclasses import asdict, dataclass
+from typing import Any, Dict, List, Optional, Union
+
+import numpy as np
+import torch
+from torch import nn
+
+from fgvc_edge._io import atomic_path, sha256_file
+from fgvc_edge._version import __version__
+from fgvc_edge.errors import FgvcError, UserInputError, require
+from fgvc_edge.runtime.sidecar import METADATA_KEY, SCHEMA_VERSION, write_sidecar
+
+log = logging.getLogger(__name__)
+
+DEFAULT_OPSET = 17
+PARITY_RTOL = 1e-4
+Batch = Union[int, str]
+
+
+class ParityError(FgvcError):
+    """ONNX Runtime does not reproduce PyTorch; nothing is written."""
+
+    exit_code = 1
+
+
+@dataclass
+class ParityReport:
+    rel_error: float
+    max_abs_error: float
+    top1_agreement: float
+    samples: int
+    tolerance: float
+
+    @property
+    def passed(self) -> bool:
+        return self.rel_error <= self.tolerance and self.top1_agreement == 1.0
+
+
+@dataclass
+class ExportResult:
+    path: str
+    sidecar: str
+    sha256: str
+    parity: ParityReport
+    record: Dict[str, Any]
+
+
+def default_onnx_path(name: str, variant: Optional[str] = None, precision: str = "fp32") -> str:
+    stem = name if not variant else "{}-{}".format(name, variant.replace("+", "_"))
+    return os.path.join("engines", "{}-{}.onnx".format(stem, precision))
+
+
+def parse_batch(batch: Batch) -> Batch:
+    if isinstance(batch, str):
+        if batch == "dynamic":
+            return batch
+        if not batch.isdigit():
+            raise UserInputError("--batch takes a positive number or 'dynamic', not {!r}".format(batch))
+        batch = int(batch)
+    if batch < 1:
+        raise UserInputError("--batch must be >= 1, got {}".format(batch))
+    return batch
+
+
+def relative_error(reference: np.ndarray, candidate: np.ndarray) -> float:
+    """‖candidate − reference‖₂ / ‖reference‖₂ over all logits (the project's one parity definition)."""
+    reference = reference.astype(np.float64)
+    diff = np.linalg.norm(candidate.astype(np.float64) - reference)
+    return float(diff / max(np.linalg.norm(reference), 1e-12))
+
+
+def compare_logits(reference: np.ndarray, candidate: np.ndarray, tolerance: float = PARITY_RTOL) -> ParityReport:
+    return ParityReport(
+        rel_error=relative_error(reference, candidate),
+        max_abs_error=float(np.abs(candidate.astype(np.float64) - reference).max()),
+        top1_agreement=float(np.mean(reference.argmax(-1) == candidate.argmax(-1))),
+        samples=int(reference.shape[0]),
+        tolerance=tolerance,
+    )
+
+
+def model_record(model: nn.Module, *, checkpoint: Optional[str] = None) -> Dict[str, Any]:
+    """The facts about a model that every artifact built from it carries."""
+    config = model.config
+    return {
+        "fgvc_edge_version": __version__,
+        "model": config.name,
+        "variant": getattr(model, "variant", None),
+        "checkpoint": str(checkpoint) if checkpoint else None,
+        "num_classes": config.num_classes,
+        "class_names": getattr(model, "class_names", None),
+        "input_size": config.input_size,
+        "preprocess": config.preprocess.to_dict(),
+        "batch_dependent": config.batch_dependent,
+        "paper_rows": list(config.paper_rows),
+    }
+
+
+def export_onnx(
+    model: nn.Module,
+    output: Optional[str] = None,
+    *,
+    batch: Batch = 1,
+    opset: int = DEFAULT_OPSET,
+    simplify: bool = True,
+    checkpoint: Optional[str] = None,
+    parity_samples: int = 2,
+    seed: int = 0,
+) -> ExportResult:
+    """Export ``model`` (from ``create_model``) to ``output``; write it and its sidecar only if parity holds."""
+    onnx = require("onnx", "toolkit")
+    batch = parse_batch(batch)
+    if not 13 <= opset <= 21:
+        raise UserInputError("--opset must be between 13 and 21 (TensorRT 8.5 parses up to 17), got {}".format(opset))
+    config = model.config
+    output = output or default_onnx_path(config.name, getattr(model, "variant", None))
+    if config.batch_dependent and batch == "dynamic":
+        raise UserInputError("{}'s output depends on the batch: export it with a fixed --batch".format(config.name))
+    model = model.eval()
+    size = config.input_size
+    trace_batch = 2 if batch == "dynamic" else batch
+    generator = torch.Generator().manual_seed(seed)
+    dummy = torch.randn(trace_batch, 3, size, size, generator=generator)
+
+    with atomic_path(output) as tmp:
+        _torch_export(model, dummy, tmp, batch=batch, opset=opset)
+        proto = onnx.load(tmp)
+        if simplify:
+            proto = _simplify(proto)
+        onnx.checker.check_model(proto, full_check=True)
+        record = model_record(model, checkpoint=checkpoint)
+        record.update(
+            {
+                "format": "onnx",
+                "precision": "fp32",
+                "input_name": "input",
+                "output_name": "logits",
+                "batch": batch,
+                "input_shape": ["batch" if batch == "dynamic" else batch, 3, size, size],
+                "opset": opset,
+                "simplified": bool(simplify),
+                "exporter": "torch.onnx (TorchScript) {}".format(torch.__version__),
+            }
+        )
+        parity = _check_parity(model, proto, batch=batch, size=size, samples=parity_samples, seed=seed + 1)
+        record["parity"] = asdict(parity)
+        if not parity.passed:
+            raise ParityError(
+                "ONNX Runtime disagrees with PyTorch for {}: relative error {:.2e} (limit {:.0e}), "
+                "top-1 agreement {:.0%}; nothing written".format(
+                    config.name, parity.rel_error, parity.tolerance, parity.top1_agreement
+                )
+            )
+        _set_metadata(proto, record)
+        onnx.save(proto, tmp)
+    digest = sha256_file(output)
+    record["sha256"] = digest
+    sidecar = write_sidecar(output, record)
+    return ExportResult(path=output, sidecar=sidecar, sha256=digest, parity=parity, record=record)
+
+
+def _torch_export(model: nn.Module, dummy: torch.Tensor, path: str, *, batch: Batch, opset: int) -> None:
+    dynamic_axes = {"input": {0: "batch"}, "logits": {0: "batch"}} if batch == "dynamic" else None
+    with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
+        warnings.simplefilter("ignore")
+        try:
+            torch.onnx.export(
+                model,
+                (dummy,),
+                path,
+                input_names=["input"],
+                output_names=["logits"],
+                opset_version=opset,
+                dynamic_axes=dynamic_axes,
+                do_constant_folding=True,
+                dynamo=False,
+            )
+        except Exception as exc:
+            raise FgvcError("ONNX export of {} failed: {}".format(model.config.name, str(exc).splitlines()[0])) from exc
+
+
+def _simplify(proto: Any) -> Any:
+    onnxsim = require("onnxsim", "toolkit")
+    simplified, ok = onnxsim.simplify(proto)
+    if not ok:
+        raise FgvcError("onnxsim could not validate the simplified graph; retry with --no-simplify")
+    return simplified
+
+
+def _set_metadata(proto: Any, record: Dict[str, Any]) -> None:
+    facts = {"schema_version": SCHEMA_VERSION}
+    facts.update(record)
+    del proto.metadata_props[:]
+    entry = proto.metadata_props.add()
+    entry.key = METADATA_KEY
+    entry.value = json.dumps(facts, sort_keys=True)
+
+
+def _check_parity(model: nn.Module, proto: Any, *, batch: Batch, size: int, samples: int, seed: int) -> ParityReport:
+    ort = require("onnxruntime", "onnxruntime")
+    from fgvc_edge.runtime.onnx_runner import session_options
+
+    session = ort.InferenceSession(
+        proto.SerializeToString(), sess_options=session_options(), providers=["CPUExecutionProvider"]
+    )
+    generator = torch.Generator().manual_seed(seed)
+    # A dynamic graph is checked at two batch sizes, so the batch axis really is free.
+    batches: List[int] = [1, 3] if batch == "dynamic" else [int(batch)] * samples
+    references, candidates = [], []
+    for n in batches:
+        x = torch.randn(n, 3, size, size, generator=generator)
+        with torch.inference_mode():
+            references.append(model(x).float().numpy())
+        candidates.append(session.run(["logits"], {"input": x.numpy()})[0])
+    return compare_logits(np.concatenate(references), np.concatenate(candidates))

@@ -1,0 +1,29 @@
+"""The deployable runtime: what a Jetson or CPU application embeds.
+
+Imports only numpy, PIL and onnxruntime (TensorRT and pycuda lazily, where present) — never torch or
+typer — and stays valid on Python 3.8 (JetPack 5)::
+
+    from fgvc_edge.runtime import load
+
+    with load("engines/resnet50-fp32.onnx") as runner:
+        top5 = runner.predict(["bird.jpg"], topk=5)[0]
+"""
+import os
+from typing import Any
+
+from fgvc_edge.errors import UserInputError
+from fgvc_edge.runtime.base import Prediction, Runner
+from fgvc_edge.runtime.onnx_runner import OnnxRunner
+from fgvc_edge.runtime.preprocess import Preprocess
+from fgvc_edge.runtime.sidecar import read_sidecar
+
+__all__ = ["load", "OnnxRunner", "Prediction", "Preprocess", "Runner", "read_sidecar"]
+
+
+def load(path: str, **kwargs: Any) -> Runner:
+    """Open an artifact with the runner its file type needs (``.onnx`` → ONNX Runtime)."""
+    path = str(path)
+    suffix = os.path.splitext(path)[1].lower()
+    if suffix == ".onnx":
+        return OnnxRunner(path, **kwargs)
+    raise UserInputError("cannot run {}: expected an .onnx file".format(path))

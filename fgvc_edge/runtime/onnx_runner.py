@@ -1,0 +1,71 @@
+"""ONNX Runtime runner: the CPU deployable, and CUDA/TensorRT execution providers where present."""
+import os
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+
+from fgvc_edge.errors import UserInputError, require
+from fgvc_edge.runtime.base import Runner
+from fgvc_edge.runtime.sidecar import onnx_metadata_record, read_sidecar
+
+# Preferred order when the caller names none: the fastest provider that this onnxruntime build has.
+PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+
+
+def session_options(threads: Optional[int] = None) -> Any:
+    """ORT's best standard CPU settings: every graph optimisation, ``threads`` intra-op threads."""
+    ort = require("onnxruntime", "onnxruntime")
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        options.intra_op_num_threads = int(threads)
+        options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    return options
+
+
+class OnnxRunner(Runner):
+    """Run an ONNX file with ONNX Runtime; its sidecar (or ONNX metadata) gives preprocessing and labels."""
+
+    def __init__(self, path: str, providers: Optional[Sequence[str]] = None, threads: Optional[int] = None) -> None:
+        ort = require("onnxruntime", "onnxruntime")
+        path = str(path)
+        if not os.path.isfile(path):
+            raise UserInputError("no such ONNX file: {}".format(path))
+        available = ort.get_available_providers()
+        if providers is None:
+            providers = [p for p in PREFERRED_PROVIDERS if p in available]
+        else:
+            missing = [p for p in providers if p not in available]
+            if missing:
+                raise UserInputError(
+                    "this onnxruntime lacks {}; it has {}".format(", ".join(missing), ", ".join(available))
+                )
+        try:
+            self.session = ort.InferenceSession(path, sess_options=session_options(threads), providers=list(providers))
+        except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... types
+            raise UserInputError("cannot load {} with onnxruntime: {}".format(path, str(exc).splitlines()[0])) from None
+        record = read_sidecar(path)
+        if record is None:
+            record = onnx_metadata_record(self.session.get_modelmeta().custom_metadata_map.items())
+        super().__init__(path, record)
+        inputs = self.session.get_inputs()
+        outputs = self.session.get_outputs()
+        self.input_name = inputs[0].name
+        self.output_name = outputs[0].name
+        self._input_shape = list(inputs[0].shape)
+        self.providers = self.session.get_providers()  # type: List[str]
+
+    @property
+    def fixed_batch(self) -> Optional[int]:
+        first = self._input_shape[0]
+        return first if isinstance(first, int) and first > 0 else None
+
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        return self.session.run([self.output_name], {self.input_name: batch})[0]
+
+    def close(self) -> None:
+        self.session = None
+
+    def describe(self) -> Dict[str, Any]:
+        return {"runtime": "onnxruntime", "providers": self.providers, "path": self.path}
