@@ -2,6 +2,7 @@
 import functools
 import logging
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -11,7 +12,8 @@ from typing_extensions import Annotated
 
 from fgvc_edge.errors import FgvcError
 
-console = Console()
+# Wide enough for the bench table when output goes to a file or CI log.
+console = Console(width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True)
 
 
@@ -21,6 +23,9 @@ def command(fn: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+        # torch's deprecation notices (TorchScript, legacy exporter) are ours to act on, not the user's.
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
         try:
             return fn(*args, **kwargs)
         except FgvcError as exc:

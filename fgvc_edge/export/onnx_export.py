@@ -91,8 +91,12 @@ def compare_logits(reference: np.ndarray, candidate: np.ndarray, tolerance: floa
 
 
 def model_record(model: nn.Module, *, checkpoint: Optional[str] = None) -> Dict[str, Any]:
-    """The facts about a model that every artifact built from it carries."""
+    """The facts about a model that every artifact built from it carries (params/MACs at batch 1 included,
+    so a runtime-only bench can report them)."""
+    from fgvc_edge.models.complexity import count_macs, count_params
+
     config = model.config
+    macs, _ = count_macs(model, config.input_size)
     return {
         "fgvc_edge_version": __version__,
         "model": config.name,
@@ -104,6 +108,8 @@ def model_record(model: nn.Module, *, checkpoint: Optional[str] = None) -> Dict[
         "preprocess": config.preprocess.to_dict(),
         "batch_dependent": config.batch_dependent,
         "paper_rows": list(config.paper_rows),
+        "params": count_params(model),
+        "macs": macs,
     }
 
 

@@ -1,0 +1,32 @@
+"""Parameters and MACs. fvcore counts one fused multiply-add as one flop, i.e. it reports MACs."""
+import logging
+from typing import Dict, Tuple
+
+import torch
+from torch import nn
+
+from fgvc_edge.errors import require
+
+log = logging.getLogger(__name__)
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_macs(model: nn.Module, input_size: int, batch: int = 1) -> Tuple[int, Dict[str, int]]:
+    """MACs for one forward at ``batch`` (eval mode), and the ops fvcore had no counter for (name → count)."""
+    fvcore_nn = require("fvcore.nn", "toolkit")
+    was_training = model.training
+    model.eval()
+    x = torch.zeros(batch, 3, input_size, input_size)
+    try:
+        analysis = fvcore_nn.FlopCountAnalysis(model, (x,))
+        analysis.unsupported_ops_warnings(False)
+        analysis.uncalled_modules_warnings(False)
+        with torch.no_grad():
+            total = int(analysis.total())
+        skipped = dict(analysis.unsupported_ops())
+    finally:
+        model.train(was_training)
+    return total, skipped

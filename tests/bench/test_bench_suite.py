@@ -1,0 +1,40 @@
+from fgvc_edge.bench.suite import BenchSettings, ModelPoint, add_baseline_ratios, expand_points
+from fgvc_edge.bench.timing import PeakRSS, time_calls
+
+
+def test_paper_configurations_are_measured():
+    points = expand_points(["resnet50"], BenchSettings())
+    assert ModelPoint("resnet50", None, 448, 100, "cmal_table9/resnet50") in points
+    assert ModelPoint("resnet50", None, 224, 1000, "care_table2/resnet50") in points
+
+
+def test_explicit_size_overrides_paper_configs():
+    points = expand_points(["resnet50"], BenchSettings(input_size=448, num_classes=100))
+    assert points == [ModelPoint("resnet50", None, 448, 100, "cmal_table9/resnet50")]
+    points = expand_points(["resnet18"], BenchSettings(input_size=64))
+    assert points == [ModelPoint("resnet18", None, 64, 200, None)]
+
+
+def _row(pid, p50, baseline=None, latency=None):
+    return {"model": pid.split("/")[1], "runtime": "onnxruntime", "precision": "fp32", "batch": 1,
+            "latency_ms": {"p50": p50}, "paper": {"id": pid, "baseline": baseline, "latency_ms": latency}}
+
+
+def test_baseline_ratio_against_same_run():
+    rows = [_row("cmal_table9/resnet50", 100.0, latency=4.174),
+            _row("cmal_table9/cmal_resnet50_raw", 150.0, baseline="cmal_table9/resnet50", latency=6.527)]
+    add_baseline_ratios(rows)
+    assert rows[1]["relative"]["ours"] == 1.5
+    assert abs(rows[1]["relative"]["paper"] - 6.527 / 4.174) < 1e-12
+    assert "relative" not in rows[0]
+
+
+def test_time_calls_and_memory():
+    import numpy as np
+
+    stats = time_calls(lambda: sum(range(1000)), batch=4, iters=5, warmup=1)
+    assert stats.iters == 5 and 0 < stats.p50 <= stats.p99
+    with PeakRSS() as mem:
+        block = np.ones(64 * 2**20 // 8)  # 64 MB touched
+        block.sum()
+    assert mem.added_mb is None or mem.added_mb > 32
