@@ -8,7 +8,10 @@ from fgvc_edge.export import export_onnx
 from fgvc_edge.models import create_model, get_model_config, list_models
 from fgvc_edge.runtime import OnnxRunner
 
-MODELS = list_models()
+# Big backbones whose every check costs tens of seconds on 2 cores: their smaller siblings (same torchvision
+# classes, same RBI head) stay in the fast tier; these run with `make test-slow`.
+SLOW_MODELS = {"rbi_swin_s", "rbi_convnext_base"}
+MODELS = [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_MODELS else n for n in list_models()]
 NUM_CLASSES = 7
 
 
@@ -63,7 +66,14 @@ def test_config_is_consistent(name):
     assert cfg.min_input_size <= cfg.input_size
 
 
-@pytest.mark.parametrize("name,variant", [(n, v) for n in MODELS for v in variants(n)])
+@pytest.mark.parametrize(
+    "name,variant",
+    [
+        pytest.param(n, v, marks=pytest.mark.slow) if n in SLOW_MODELS else (n, v)
+        for n in list_models()
+        for v in variants(n)
+    ],
+)
 def test_export_parity_and_runner(name, variant, tmp_path):
     torch.manual_seed(0)
     model = build(name, variant)

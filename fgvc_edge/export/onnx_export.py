@@ -217,8 +217,15 @@ def _check_parity(model: nn.Module, proto: Any, *, batch: Batch, size: int, samp
     ort = require("onnxruntime", "onnxruntime")
     from fgvc_edge.runtime.onnx_runner import session_options
 
+    # A graph with a discrete decision (CMAL-Net's thresholded attention box) brings a probe: the graph
+    # serialised with extra outputs, and compare(session, x) -> (PyTorch logits given the graph's own
+    # decision, graph logits), which judges the decision itself (see fgvc_edge.models.cmal).
+    hook = getattr(model, "onnx_parity_probe", None)
+    probe = hook(proto) if hook is not None else None
     session = ort.InferenceSession(
-        proto.SerializeToString(), sess_options=session_options(), providers=["CPUExecutionProvider"]
+        probe.model_bytes if probe is not None else proto.SerializeToString(),
+        sess_options=session_options(),
+        providers=["CPUExecutionProvider"],
     )
     generator = torch.Generator().manual_seed(seed)
     # A dynamic graph is checked at two batch sizes, so the batch axis really is free.
@@ -226,6 +233,11 @@ def _check_parity(model: nn.Module, proto: Any, *, batch: Batch, size: int, samp
     references, candidates = [], []
     for n in batches:
         x = torch.randn(n, 3, size, size, generator=generator)
+        if probe is not None:
+            reference, candidate = probe.compare(session, x)
+            references.append(reference)
+            candidates.append(candidate)
+            continue
         with torch.inference_mode():
             references.append(model(x).float().numpy())
         candidates.append(session.run(["logits"], {"input": x.numpy()})[0])

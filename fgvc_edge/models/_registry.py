@@ -79,4 +79,9 @@ def get_builder(name: str) -> Builder:
 
 def _load_model_modules() -> None:
     # Importing the model files runs their @register_model decorators.
+    from fgvc_edge.models import acanet  # noqa: F401
+    from fgvc_edge.models import care  # noqa: F401
+    from fgvc_edge.models import cmal  # noqa: F401
+    from fgvc_edge.models import cncnn  # noqa: F401
+    from fgvc_edge.models import rbi  # noqa: F401
     from fgvc_edge.models import resnet  # noqa: F401

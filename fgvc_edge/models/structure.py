@@ -27,6 +27,7 @@ def register_transform(name: str) -> Callable[[Transform], Transform]:
 
 def apply_structure(model: nn.Module, structure: Dict[str, Any], state: Dict[str, torch.Tensor]) -> None:
     """Replay the recorded transforms on ``model`` (built fresh) so ``state`` loads into it."""
+    _load_transform_modules()
     applied = []
     for step in structure.get("transforms", []):
         name = step.get("name") if isinstance(step, dict) else None
@@ -37,3 +38,9 @@ def apply_structure(model: nn.Module, structure: Dict[str, Any], state: Dict[str
         _TRANSFORMS[name](model, step, state)
         applied.append(step)
     model.structure_transforms = applied
+
+
+def _load_transform_modules() -> None:
+    # Importing the transform modules runs their @register_transform decorators (they import this module,
+    # so the import waits until a checkpoint needs them).
+    from fgvc_edge.transforms import prune, reparam  # noqa: F401
