@@ -17,13 +17,27 @@ from fgvc_edge.runtime.onnx_runner import OnnxRunner
 from fgvc_edge.runtime.preprocess import Preprocess
 from fgvc_edge.runtime.sidecar import read_sidecar
 
-__all__ = ["load", "OnnxRunner", "Prediction", "Preprocess", "Runner", "read_sidecar"]
+__all__ = ["load", "OnnxRunner", "Prediction", "Preprocess", "Runner", "TensorRTRunner", "read_sidecar"]
+
+
+def __getattr__(name: str) -> Any:
+    # TensorRTRunner is imported on first use (PEP 562), like tensorrt/pycuda inside it.
+    if name == "TensorRTRunner":
+        from fgvc_edge.runtime.tensorrt_runner import TensorRTRunner
+
+        return TensorRTRunner
+    raise AttributeError("module {!r} has no attribute {!r}".format(__name__, name))
 
 
 def load(path: str, **kwargs: Any) -> Runner:
-    """Open an artifact with the runner its file type needs (``.onnx`` → ONNX Runtime)."""
+    """Open an artifact with the runner its file type needs (``.onnx`` → ONNX Runtime, ``.engine``/``.plan`` →
+    TensorRT, imported only then)."""
     path = str(path)
     suffix = os.path.splitext(path)[1].lower()
     if suffix == ".onnx":
         return OnnxRunner(path, **kwargs)
-    raise UserInputError("cannot run {}: expected an .onnx file".format(path))
+    if suffix in (".engine", ".plan"):
+        from fgvc_edge.runtime.tensorrt_runner import TensorRTRunner
+
+        return TensorRTRunner(path, **kwargs)
+    raise UserInputError("cannot run {}: expected an .onnx, .engine or .plan file".format(path))

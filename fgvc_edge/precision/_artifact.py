@@ -1,0 +1,115 @@
+"""Reading an ONNX artifact's record and writing typed ONNX files with theirs (sidecar + metadata_props)."""
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from typing import Any, Dict, Optional, Tuple
+
+import numpy as np
+
+from fgvc_edge._io import atomic_path, sha256_file
+from fgvc_edge.errors import UserInputError, require
+from fgvc_edge.runtime.preprocess import Preprocess
+from fgvc_edge.runtime.sidecar import METADATA_KEY, SCHEMA_VERSION, onnx_metadata_record, read_sidecar, write_sidecar
+
+@dataclass
+class TypedOnnx:
+    """A typed (FP16 / INT8) ONNX written by this package: where it is, its record, whether it was reused."""
+
+    path: str
+    record: Dict[str, Any]
+    cache_hit: bool
+
+
+# Bump when the way a cached artifact is produced changes, so old cache entries stop matching.
+CACHE_FORMAT = 1
+
+
+def load_onnx(path: str) -> Any:
+    onnx = require("onnx", "toolkit")
+    if not os.path.isfile(path):
+        raise UserInputError("no such ONNX file: {}".format(path))
+    try:
+        return onnx.load(path)
+    except Exception as exc:  # protobuf DecodeError and friends
+        raise UserInputError("cannot read {} as ONNX: {}".format(path, str(exc).splitlines()[0])) from None
+
+
+def source_record(path: str, proto: Any = None) -> Dict[str, Any]:
+    """The sidecar of an ONNX file, else the facts in its metadata; refuses a file with neither."""
+    record = read_sidecar(path)
+    if record is None:
+        proto = proto if proto is not None else load_onnx(path)
+        record = onnx_metadata_record([(p.key, p.value) for p in proto.metadata_props])
+    if not record or not record.get("preprocess"):
+        raise UserInputError(
+            "{} has no preprocessing record (no {}.json sidecar, no fgvc_edge metadata): "
+            "export it with `fgvc-edge export`".format(path, path)
+        )
+    return dict(record)
+
+
+def record_preprocess(record: Dict[str, Any]) -> Preprocess:
+    return Preprocess.from_dict(record["preprocess"])
+
+
+def graph_io(proto: Any) -> Tuple[str, str, Optional[int], int]:
+    """Input name, output name, fixed batch (None when dynamic) and square input size of a classifier graph."""
+    initializers = {init.name for init in proto.graph.initializer}
+    inputs = [i for i in proto.graph.input if i.name not in initializers]
+    if len(inputs) != 1 or not proto.graph.output:
+        raise UserInputError("expected a classifier graph with one image input, found {} inputs".format(len(inputs)))
+    dims = inputs[0].type.tensor_type.shape.dim
+    if len(dims) != 4:
+        raise UserInputError("expected an N×3×H×W input, got rank {}".format(len(dims)))
+    batch = dims[0].dim_value if dims[0].HasField("dim_value") and dims[0].dim_value > 0 else None
+    return inputs[0].name, proto.graph.output[0].name, batch, int(dims[3].dim_value)
+
+
+def digest(parts: Any) -> str:
+    """sha256 of a JSON-serialisable description (keys sorted): the cache key of an intermediate."""
+    payload = json.dumps({"cache_format": CACHE_FORMAT, "parts": parts}, sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+def save_typed_onnx(proto: Any, path: str, record: Dict[str, Any]) -> Dict[str, Any]:
+    """Write ``proto`` with ``record`` in its metadata (atomically), then the sidecar with its sha256."""
+    onnx = require("onnx", "toolkit")
+    facts = {"schema_version": SCHEMA_VERSION}
+    facts.update(record)
+    facts.pop("sha256", None)
+    del proto.metadata_props[:]
+    entry = proto.metadata_props.add()
+    entry.key = METADATA_KEY
+    entry.value = json.dumps(facts, sort_keys=True, default=str)
+    with atomic_path(path) as tmp:
+        onnx.save(proto, tmp)
+    record = dict(record)
+    record["sha256"] = sha256_file(path)
+    write_sidecar(path, record)
+    return record
+
+
+def cached_record(path: str, key: str) -> Optional[Dict[str, Any]]:
+    """The record of a cached artifact if it exists, is intact and was made for ``key``."""
+    if not os.path.isfile(path):
+        return None
+    record = read_sidecar(path)
+    if not record or record.get("cache_key") != key or record.get("sha256") != sha256_file(path):
+        return None
+    return record
+
+
+def compare_outputs(reference: np.ndarray, candidate: np.ndarray) -> Dict[str, float]:
+    """Relative L2 error, max abs error, cosine similarity and top-1 agreement of two logit arrays."""
+    ref = reference.astype(np.float64).reshape(reference.shape[0], -1)
+    cand = candidate.astype(np.float64).reshape(candidate.shape[0], -1)
+    norm = max(float(np.linalg.norm(ref)), 1e-12)
+    cosines = (ref * cand).sum(1) / np.maximum(np.linalg.norm(ref, axis=1) * np.linalg.norm(cand, axis=1), 1e-12)
+    return {
+        "rel_error": float(np.linalg.norm(cand - ref) / norm),
+        "max_abs_error": float(np.abs(cand - ref).max()),
+        "min_cosine": float(cosines.min()),
+        "top1_agreement": float(np.mean(ref.argmax(1) == cand.argmax(1))),
+        "samples": int(ref.shape[0]),
+    }

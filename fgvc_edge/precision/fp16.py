@@ -1,0 +1,125 @@
+"""FP16: an FP16-typed ONNX with FP32 inputs/outputs, numerically sensitive ops kept in FP32.
+
+Converter: onnxconverter-common's ``convert_float_to_float16`` (maintained by the ONNX project; the light
+equivalent of NVIDIA ModelOpt's AutoCast, which TensorRT 10/11 strongly typed builds are meant to consume).
+``keep_io_types=True`` keeps the runner's FP32 contract. Blocked ops stay FP32 behind Cast pairs:
+exponentials/logs/powers and reductions overflow or lose precision in FP16 (max 65504, 11-bit mantissa),
+and the CAM/box/crop glue of attention models (ArgMax/TopK, thresholds, Floor/Round, Where, RoiAlign,
+GridSample, Range, CumSum) computes pixel coordinates, where FP16's spacing of 0.25 px at 448 would move
+crop borders.
+
+The result is checked on CPU with ONNX Runtime against the FP32 graph on the same inputs; relative error,
+cosine and top-1 agreement go into the sidecar. ONNX Runtime's CPU provider has FP16 kernels for only some
+ops and upcasts around the rest, so this measures FP16 storage/rounding of weights and activations, not
+TensorRT's FP16 tactics (the `gpu` tests compare a real engine).
+"""
+import os
+import warnings
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+
+from fgvc_edge._io import sha256_file
+from fgvc_edge.errors import FgvcError, UserInputError, require
+from fgvc_edge.precision._artifact import (
+    TypedOnnx,
+    cached_record,
+    compare_outputs,
+    digest,
+    graph_io,
+    load_onnx,
+    save_typed_onnx,
+    source_record,
+)
+
+SENSITIVE_OPS = (
+    "Softmax", "LogSoftmax", "Exp", "Log", "Pow", "Sqrt", "Reciprocal", "Erf",
+    "ReduceMean", "ReduceSum", "ReduceSumSquare", "ReduceL2", "ReduceLogSumExp", "ReduceMax", "ReduceMin",
+    "LpNormalization", "LayerNormalization", "InstanceNormalization", "GroupNormalization",
+    "ArgMax", "ArgMin", "TopK", "RoiAlign", "GridSample", "Range", "CumSum", "NonZero",
+    # Box/mask arithmetic: thresholds, rounding to pixels, selections.
+    "Floor", "Ceil", "Round", "Where", "Greater", "GreaterOrEqual", "Less", "LessOrEqual", "Equal",
+)
+# A conversion whose outputs drift further than this from FP32 on plain inputs is broken (overflow, NaN),
+# not merely rounded; it is refused instead of written.
+MAX_REL_ERROR = 5e-2
+CHECK_SAMPLES = 4
+
+
+def op_block_list() -> List[str]:
+    float16 = require("onnxconverter_common.float16", "toolkit")
+    return sorted(set(float16.DEFAULT_OP_BLOCK_LIST) | set(SENSITIVE_OPS))
+
+
+def convert_fp16(onnx_path: str, output: Optional[str] = None, *, cache_dir: str = "calibration",
+                 force: bool = False) -> TypedOnnx:
+    """Write the FP16 form of ``onnx_path`` (cached by its content in ``cache_dir``, or at ``output``)."""
+    float16 = require("onnxconverter_common.float16", "toolkit")
+    proto = load_onnx(onnx_path)
+    record = source_record(onnx_path, proto)
+    if record.get("precision") not in (None, "fp32"):
+        raise UserInputError("{} is already {}; convert the FP32 ONNX".format(onnx_path, record.get("precision")))
+    blocked = op_block_list()
+    source_sha = sha256_file(onnx_path)
+    key = digest({"model": source_sha, "fp16_block_list": blocked, "keep_io_types": True})
+    stem = os.path.splitext(os.path.basename(onnx_path))[0]
+    path = output or os.path.join(cache_dir, "{}-fp16-{}.onnx".format(stem, key[:16]))
+    cached = None if force else cached_record(path, key)
+    if cached is not None:
+        return TypedOnnx(path=path, record=cached, cache_hit=True)
+    with warnings.catch_warnings():
+        # It warns once per weight below FP16's range that it clamps to ±1e-7; the check below measures the effect.
+        warnings.simplefilter("ignore", UserWarning)
+        converted = float16.convert_float_to_float16(
+            proto, keep_io_types=True, op_block_list=blocked, node_block_list=float_casts(proto)
+        )
+    new_record = dict(record)
+    new_record.pop("parity", None)
+    new_record.update(
+        {
+            "precision": "fp16",
+            "fp16": {"converter": "onnxconverter-common convert_float_to_float16", "keep_io_types": True,
+                     "op_block_list": blocked},
+            "fp16_check": check_fp16(proto, converted, seed=0),
+            "cache_key": key,
+            "source_onnx_sha256": source_sha,
+        }
+    )
+    if not new_record["fp16_check"]["rel_error"] <= MAX_REL_ERROR:
+        raise FgvcError(
+            "the FP16 graph of {} disagrees with FP32 (relative error {:.2e} > {:.0e}); keep FP32 or block more "
+            "ops".format(onnx_path, new_record["fp16_check"]["rel_error"], MAX_REL_ERROR)
+        )
+    return TypedOnnx(path=path, record=save_typed_onnx(converted, path, new_record), cache_hit=False)
+
+
+def float_casts(proto: Any) -> List[str]:
+    """Cast-to-FP32 nodes, kept as they are: the converter retargets them to FP16 even when their consumers
+    stay FP32, leaving a mistyped graph (CMAL-Net's box mask). By name, since blocking the op type would
+    also block the Casts the converter inserts, which it then processes again without end."""
+    onnx = require("onnx", "toolkit")
+    return [
+        node.name
+        for node in proto.graph.node
+        if node.op_type == "Cast" and node.name and any(a.name == "to" and a.i == onnx.TensorProto.FLOAT for a in node.attribute)
+    ]
+
+
+def check_fp16(fp32: Any, fp16: Any, *, seed: int, samples: int = CHECK_SAMPLES) -> Dict[str, float]:
+    """ORT CPU outputs of both graphs on the same standard-normal inputs (the export parity inputs)."""
+    ort = require("onnxruntime", "onnxruntime")
+    from fgvc_edge.runtime.onnx_runner import session_options
+
+    input_name, _, batch, size = graph_io(fp32)
+    batch = batch or samples
+    rng = np.random.default_rng(seed)
+    feeds = [rng.standard_normal((batch, 3, size, size)).astype(np.float32) for _ in range(max(1, samples // batch))]
+    outputs = []
+    for proto in (fp32, fp16):
+        session = ort.InferenceSession(
+            proto.SerializeToString(), sess_options=session_options(), providers=["CPUExecutionProvider"]
+        )
+        outputs.append(np.concatenate([session.run(None, {input_name: x})[0] for x in feeds]).astype(np.float32))
+    if not np.all(np.isfinite(outputs[1])):
+        return dict(compare_outputs(outputs[0], np.nan_to_num(outputs[1])), rel_error=float("inf"))
+    return compare_outputs(outputs[0], outputs[1])

@@ -1,0 +1,170 @@
+"""Record the Python API of a real TensorRT bindings wheel as data for the stand-in ``tensorrt`` modules.
+
+The compiled module cannot load without NVIDIA's libraries, which our machines cannot install; but it only
+needs ten C entry points from them to *import* (they are called when a Builder/Runtime is created, never at
+import time). So this script compiles empty shared libraries exporting those names, imports the real module
+against them and lists what it defines. Nothing is executed but the module's own class registration.
+
+    pip download --no-deps -d /tmp/w tensorrt-cu12-bindings==10.3.0      # or tensorrt-bindings==8.6.1
+    python tests/engine/trt_api/dump_trt_api.py /tmp/w/*.whl tests/engine/trt_api/trt-10.3.json
+    python tests/engine/trt_api/dump_trt_api.py --derive-8.5 trt_api/trt-8.6.json trt_api/trt-8.5.json
+
+Needs gcc. Run it by hand; the tests only read the JSON it writes.
+"""
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import zipfile
+
+# The classes our builder and runner touch (and their enums); members are recorded in full.
+CLASSES = (
+    "Builder", "IBuilderConfig", "INetworkDefinition", "ITensor", "OnnxParser", "IOptimizationProfile",
+    "ITimingCache", "IHostMemory", "Runtime", "ICudaEngine", "IExecutionContext", "Logger", "ILogger",
+    "IPluginRegistry", "Dims",
+)
+ENUMS = (
+    "BuilderFlag", "NetworkDefinitionCreationFlag", "MemoryPoolType", "DeviceType", "TensorIOMode", "DataType",
+    "ProfilingVerbosity", "EngineCapability", "HardwareCompatibilityLevel", "OnnxParserFlag", "PreviewFeature",
+)
+# Signatures (first docstring line, pybind11's) of what fgvc_edge calls, to check our call arities.
+USED = {
+    "Builder": ["__init__", "create_network", "create_builder_config", "create_optimization_profile",
+                "build_serialized_network"],
+    "IBuilderConfig": ["set_flag", "set_memory_pool_limit", "add_optimization_profile", "create_timing_cache",
+                       "set_timing_cache"],
+    "INetworkDefinition": ["get_input"],
+    "OnnxParser": ["__init__", "parse_from_file", "get_error"],
+    "IOptimizationProfile": ["set_shape"],
+    "ITimingCache": ["serialize"],
+    "Runtime": ["__init__", "deserialize_cuda_engine"],
+    "ICudaEngine": ["get_tensor_name", "get_tensor_mode", "get_tensor_shape", "get_tensor_dtype",
+                    "get_tensor_profile_shape", "create_execution_context"],
+    "IExecutionContext": ["set_input_shape", "get_tensor_shape", "set_tensor_address", "execute_async_v3"],
+    "Logger": ["__init__"],
+}
+MODULE_FUNCTIONS = ["init_libnvinfer_plugins"]
+ENTRY_POINTS = {
+    "nvinfer": (
+        "createInferBuilder_INTERNAL", "createInferRefitter_INTERNAL", "createInferRuntime_INTERNAL",
+        "getBuilderPluginRegistry", "getPluginRegistry",
+    ),
+    "nvinfer_plugin": ("initLibNvInferPlugins",),
+    "nvonnxparser": ("createNvOnnxParser_INTERNAL", "createNvOnnxParserRefitter_INTERNAL", "getNvOnnxParserVersion"),
+    # TensorRT 8.x also links the (since removed) UFF and Caffe parsers.
+    "nvparsers": (
+        "_ZN11nvuffparser15createUffParserEv", "_ZN11nvuffparser8FieldMapC1EPKcPKvNS_9FieldTypeEi",
+        "_ZN14nvcaffeparser117createCaffeParserEv", "_ZN14nvcaffeparser123shutdownProtobufLibraryEv",
+    ),
+}
+
+
+def _empty_libraries(folder: str, major: str) -> None:
+    for lib, names in ENTRY_POINTS.items():
+        source = os.path.join(folder, lib + ".c")
+        with open(source, "w") as fh:
+            fh.writelines("void *{}(void) {{ return 0; }}\n".format(name) for name in names)
+        target = os.path.join(folder, "lib{}.so.{}".format(lib, major))
+        subprocess.run(["gcc", "-shared", "-fPIC", "-o", target, source], check=True)
+
+
+_PROBE = r"""
+import importlib, json, sys
+trt = importlib.import_module("tensorrt_bindings")
+classes, enums, used = json.loads(sys.argv[1]), json.loads(sys.argv[2]), json.loads(sys.argv[3])
+public = lambda obj: sorted(n for n in dir(obj) if not n.startswith("_"))
+out = {"version": trt.__version__, "module": public(trt), "classes": {}, "enums": {}}
+for name in classes:
+    if hasattr(trt, name):
+        out["classes"][name] = public(getattr(trt, name))
+for name in enums:
+    if hasattr(trt, name):
+        enum = getattr(trt, name)
+        out["enums"][name] = {k: int(v) for k, v in enum.__members__.items()}
+import re
+def signature(obj, name):
+    # pybind11 docstrings start with the signature; overloaded functions list "N. name(...)" lines.
+    lines = (getattr(obj, "__doc__", None) or "").splitlines()
+    pattern = re.compile(r"^(\d+\. )?" + re.escape(name) + r"\(")
+    return [re.sub(r"^\d+\. ", "", l.strip()) for l in lines if pattern.match(l.strip()) and "*args" not in l]
+out["signatures"] = {}
+for cls_name, methods in used["classes"].items():
+    for method in methods:
+        owner = getattr(trt, cls_name, None)
+        if owner is not None and hasattr(owner, method):
+            out["signatures"][cls_name + "." + method] = signature(getattr(owner, method), method)
+for name in used["functions"]:
+    if hasattr(trt, name):
+        out["signatures"][name] = signature(getattr(trt, name), name)
+print(json.dumps(out))
+"""
+
+
+def dump(wheel: str) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        with zipfile.ZipFile(wheel) as zf:
+            zf.extractall(tmp)
+        major = os.path.basename(wheel).split("-")[1].split(".")[0]
+        libs = os.path.join(tmp, "_libs")
+        os.makedirs(libs)
+        _empty_libraries(libs, major)
+        env = dict(os.environ, LD_LIBRARY_PATH=libs)
+        result = subprocess.run(
+            [sys.executable, "-c", _PROBE, json.dumps(CLASSES), json.dumps(ENUMS),
+             json.dumps({"classes": USED, "functions": MODULE_FUNCTIONS})],
+            cwd=tmp, env=env, check=True, capture_output=True, text=True,
+        )
+    record = json.loads(result.stdout)
+    record["source"] = "introspected from {} (real compiled module, imported against empty libraries)".format(
+        os.path.basename(wheel)
+    )
+    return record
+
+
+# TensorRT 8.5 (JetPack 5) has no wheel on PyPI. Its set is the real 8.6.1 set less the Python API that 8.6
+# added: version and hardware compatibility ("supported from version 8.6", TensorRT developer guide),
+# builder optimization levels and auxiliary streams (torch-tensorrt gates them on trt >= 8.6), FP8.
+REMOVED_IN_85 = {
+    "module": ["HardwareCompatibilityLevel"],
+    "classes": {
+        "IBuilderConfig": ["hardware_compatibility_level", "builder_optimization_level", "max_aux_streams",
+                           "plugins_to_serialize"],
+        "ICudaEngine": ["hardware_compatibility_level", "num_aux_streams"],
+        "IExecutionContext": ["set_aux_streams"],
+        "Runtime": ["engine_host_code_allowed", "load_runtime"],
+    },
+    "enums": {"BuilderFlag": ["VERSION_COMPATIBLE", "EXCLUDE_LEAN_RUNTIME", "FP8"], "DataType": ["FP8"]},
+    "drop_enums": ["HardwareCompatibilityLevel"],
+}
+
+
+def derive_85(record_86: dict) -> dict:
+    out = json.loads(json.dumps(record_86))
+    out["version"] = "8.5.2"
+    out["module"] = [n for n in out["module"] if n not in REMOVED_IN_85["module"]]
+    for cls, names in REMOVED_IN_85["classes"].items():
+        out["classes"][cls] = [n for n in out["classes"][cls] if n not in names]
+    for enum, names in REMOVED_IN_85["enums"].items():
+        for name in names:
+            out["enums"][enum].pop(name, None)
+    for enum in REMOVED_IN_85["drop_enums"]:
+        out["enums"].pop(enum, None)
+    out["source"] = ("derived from trt-8.6.json (the real 8.6.1 module) less the Python API TensorRT 8.6 added; "
+                     "8.5 has no wheel on PyPI")
+    out["removed_from_8.6"] = REMOVED_IN_85
+    return out
+
+
+def _write(record: dict, output: str) -> None:
+    with open(output, "w") as fh:
+        json.dump(record, fh, indent=1, sort_keys=True)
+        fh.write("\n")
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "--derive-8.5":
+        with open(sys.argv[2]) as fh:
+            _write(derive_85(json.load(fh)), sys.argv[3])
+    else:
+        _write(dump(sys.argv[1]), sys.argv[2])

@@ -1,0 +1,183 @@
+"""INT8 Q/DQ forms, the calibration cache, refusals and FP16 parity, on a tiny resnet18 (32 px)."""
+import os
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, numpy_helper
+from PIL import Image
+from typer.testing import CliRunner
+
+from fgvc_edge.cli import app
+from fgvc_edge.errors import UserInputError
+from fgvc_edge.precision import ImageStream, calibrate_onnx, convert_fp16
+from fgvc_edge.precision.int8 import collection_stride
+from fgvc_edge.runtime import OnnxRunner, Preprocess, read_sidecar
+
+
+@pytest.fixture(scope="module")
+def fp32_onnx(tmp_path_factory):
+    import torch
+
+    from fgvc_edge.export import export_onnx
+    from fgvc_edge.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("resnet18", num_classes=4, input_size=32)
+    return export_onnx(model, str(tmp_path_factory.mktemp("m") / "r18.onnx")).path
+
+
+@pytest.fixture
+def images(tmp_path):
+    rng = np.random.default_rng(0)
+    for i in range(12):
+        folder = tmp_path / "data" / "class{}".format(i % 3)
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (40 + i, 48, 3), dtype=np.uint8)).save(folder / "{:02d}.png".format(i))
+    return tmp_path / "data"
+
+
+def _constants(proto):
+    return {init.name: init for init in proto.graph.initializer}
+
+
+def test_tensorrt_form_is_symmetric_int8_with_zero_points_0(fp32_onnx, images, tmp_path):
+    result = calibrate_onnx(fp32_onnx, str(images), num_images=12, target="tensorrt", cache_dir=str(tmp_path / "c"))
+    proto = onnx.load(result.path)
+    consts = _constants(proto)
+    qdq = [n for n in proto.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
+    assert len(qdq) > 40
+    for node in qdq:
+        zero_point = consts[node.input[2]]
+        assert zero_point.data_type == TensorProto.INT8, node.name
+        assert not numpy_helper.to_array(zero_point).any(), node.name
+    # Weights are per channel (one scale per output channel) and stored as INT8; biases stay float.
+    convs = [n for n in proto.graph.node if n.op_type == "Conv"]
+    producers = {out: n for n in proto.graph.node for out in n.output}
+    weight_dq = producers[convs[0].input[1]]
+    assert weight_dq.op_type == "DequantizeLinear" and consts[weight_dq.input[0]].data_type == TensorProto.INT8
+    assert numpy_helper.to_array(consts[weight_dq.input[1]]).shape == (64,)
+    assert all(init.data_type != TensorProto.INT32 for init in proto.graph.initializer)
+    record = read_sidecar(result.path)
+    assert record["precision"] == "int8" and record["quantization"]["activation_type"] == "QInt8"
+    assert record["int8_check"]["samples"] == 8 and record["int8_check"]["min_cosine"] > 0.95
+
+
+def test_onnxruntime_form_has_uint8_activations(fp32_onnx, images, tmp_path):
+    result = calibrate_onnx(fp32_onnx, str(images), num_images=12, target="onnxruntime", cache_dir=str(tmp_path / "c"))
+    proto = onnx.load(result.path)
+    consts = _constants(proto)
+    activation_zero_points = {consts[n.input[2]].data_type for n in proto.graph.node if n.op_type == "QuantizeLinear"}
+    assert activation_zero_points == {TensorProto.UINT8}
+    x = np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32)
+    with OnnxRunner(result.path) as runner:
+        assert runner.infer(x).shape == (1, 4)
+
+
+def test_cache_reused_when_unchanged_and_invalidated_by_each_input(fp32_onnx, images, tmp_path):
+    cache = str(tmp_path / "c")
+
+    def run(**kw):
+        options = dict(num_images=12, method="minmax", target="tensorrt", cache_dir=cache)
+        options.update(kw)
+        return calibrate_onnx(fp32_onnx, str(images), **options)
+
+    first = run()
+    assert not first.cache_hit
+    mtime = os.stat(first.cache_path).st_mtime_ns
+    again = run(output=str(tmp_path / "out.onnx"))
+    assert again.cache_hit and os.stat(first.cache_path).st_mtime_ns == mtime
+    assert again.path == str(tmp_path / "out.onnx") and read_sidecar(again.path)["cache_key"] == first.record["cache_key"]
+    assert not run(force=True).cache_hit
+    assert not run(method="percentile").cache_hit
+    assert not run(num_images=10).cache_hit
+    assert not run(target="onnxruntime").cache_hit
+    picture = sorted(images.rglob("*.png"))[0]
+    os.utime(picture, ns=(mtime + 10**9, mtime + 10**9))
+    assert not run().cache_hit
+    assert run().cache_hit
+
+
+def test_cache_invalidated_by_preprocessing(fp32_onnx, images, tmp_path):
+    import json
+    import shutil
+
+    model = tmp_path / "m.onnx"
+    shutil.copy(fp32_onnx, model)
+    shutil.copy(fp32_onnx + ".json", str(model) + ".json")
+    first = calibrate_onnx(str(model), str(images), num_images=12, cache_dir=str(tmp_path / "c"))
+    record = json.loads((tmp_path / "m.onnx.json").read_text())
+    record["preprocess"]["resize_size"] = 40
+    (tmp_path / "m.onnx.json").write_text(json.dumps(record))
+    second = calibrate_onnx(str(model), str(images), num_images=12, cache_dir=str(tmp_path / "c"))
+    assert not second.cache_hit and second.cache_path != first.cache_path
+
+
+def test_refusals(fp32_onnx, images, tmp_path):
+    few = tmp_path / "few"
+    few.mkdir()
+    for path in sorted(images.rglob("*.png"))[:5]:
+        (few / path.name).write_bytes(path.read_bytes())
+    with pytest.raises(UserInputError, match="holds 5 image.*at least 8"):
+        calibrate_onnx(fp32_onnx, str(few), num_images=12)
+    (images / "class0" / "broken.png").write_bytes(b"not an image")
+    with pytest.raises(UserInputError, match="cannot be read"):
+        calibrate_onnx(fp32_onnx, str(images), num_images=13)
+    result = CliRunner().invoke(app, ["calibrate", fp32_onnx, "--data", str(few), "-o", str(tmp_path / "x.onnx")])
+    assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1
+
+
+def test_cli_calibrate_writes_the_output(fp32_onnx, images, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "q.onnx"
+    result = CliRunner().invoke(app, ["calibrate", fp32_onnx, "--data", str(images), "--num-images", "12",
+                                      "--target", "onnxruntime", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "wrote" in result.output and out.exists() and read_sidecar(str(out))["quantization"]["num_images"] == 12
+    assert os.listdir(tmp_path / "calibration")  # the cache lives under ./calibration
+
+
+def test_stream_is_lazy_and_strided(images):
+    paths = sorted(str(p) for p in images.rglob("*.png"))
+    seen = []
+    stream = ImageStream(paths, Preprocess(36, 32), "input", batch=1, on_batch=seen.append)
+    assert len(stream) == 12 and seen == []
+    stream.set_range(4, 8)
+    batches = iter(stream.get_next, None)
+    assert [b["input"].shape for b in batches] == [(1, 3, 32, 32)] * 4 and seen == [1] * 4
+    # One stride's activations stay under the budget, and strides tile the images exactly.
+    assert collection_stride(512, 400 << 20, budget=1 << 30) == 1
+    assert collection_stride(512, 10 << 20, budget=1 << 30) == 32
+    assert collection_stride(12, 1, budget=1 << 30) == 12
+
+
+def test_fp16_keeps_fp32_io_and_matches_fp32(fp32_onnx, tmp_path):
+    result = convert_fp16(fp32_onnx, cache_dir=str(tmp_path))
+    proto = onnx.load(result.path)
+    assert proto.graph.input[0].type.tensor_type.elem_type == TensorProto.FLOAT
+    assert proto.graph.output[0].type.tensor_type.elem_type == TensorProto.FLOAT
+    assert {i.data_type for i in proto.graph.initializer if i.dims and len(i.dims) == 4} == {TensorProto.FLOAT16}
+    check = result.record["fp16_check"]
+    assert check["rel_error"] < 5e-3 and check["top1_agreement"] == 1.0 and check["min_cosine"] > 0.9999
+    assert convert_fp16(fp32_onnx, cache_dir=str(tmp_path)).cache_hit
+
+
+def test_attention_products_stay_float_and_float_casts_are_kept():
+    from onnx import helper
+
+    from fgvc_edge.precision.fp16 import float_casts
+    from fgvc_edge.precision.int8 import float_nodes
+
+    w = numpy_helper.from_array(np.ones((4, 3), np.float32), "w")
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], ["y"], name="weight_product"),
+        helper.make_node("Gather", ["w", "idx"], ["row"], name="pick", axis=0),
+        helper.make_node("MatMul", ["y", "row_t"], ["cam"], name="cam_product"),
+        helper.make_node("Cast", ["mask"], ["mask_f"], name="to_float", to=TensorProto.FLOAT),
+        helper.make_node("Cast", ["y"], ["y_i"], name="to_int", to=TensorProto.INT32),
+    ]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                              [helper.make_tensor_value_info("cam", TensorProto.FLOAT, [1, 1])], [w])
+    proto = helper.make_model(graph)
+    assert float_nodes(proto) == ["weight_product", "pick", "cam_product"]  # w is read twice
+    assert float_casts(proto) == ["to_float"]
