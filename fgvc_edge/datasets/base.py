@@ -1,0 +1,118 @@
+"""What every reader returns, and the helpers they share. Torch-free (evaluation of artifacts uses it)."""
+import os
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from PIL import Image
+
+from fgvc_edge.errors import UserInputError, require
+from fgvc_edge.runtime.preprocess import to_rgb
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".gif")
+
+# (image path, class index)
+Sample = Tuple[str, int]
+
+
+@dataclass
+class DatasetSplits:
+    """A data set as lists of (path, label): ``train`` and ``test``, with the class names in label order."""
+
+    layout: str
+    root: str
+    class_names: List[str]
+    train: List[Sample]
+    test: List[Sample]
+    notes: List[str] = field(default_factory=list)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def split(self, name: str) -> List[Sample]:
+        if name not in ("train", "test"):
+            raise UserInputError("split must be train or test, not {!r}".format(name))
+        return self.train if name == "train" else self.test
+
+    def describe(self) -> Dict[str, Any]:
+        return {
+            "layout": self.layout,
+            "root": self.root,
+            "num_classes": self.num_classes,
+            "train_images": len(self.train),
+            "test_images": len(self.test),
+        }
+
+
+def need_file(root: str, relative: str, layout: str) -> str:
+    """``root/relative``, or the one-line error a missing annotation file deserves."""
+    path = os.path.join(root, relative)
+    if not os.path.exists(path):
+        raise UserInputError("{} data set at {}: missing {}".format(layout, root, relative))
+    return path
+
+
+def read_rows(path: str, fields: int) -> List[List[str]]:
+    """Whitespace-separated rows; the last field keeps its inner spaces ("707-320", "Cessna 172")."""
+    rows = []
+    with open(path, "r", encoding="utf-8") as fh:
+        for number, line in enumerate(fh, 1):
+            line = line.strip()
+            if not line:
+                continue
+            parts = line.split(None, fields - 1)
+            if len(parts) != fields:
+                raise UserInputError("{}:{}: expected {} fields, got {!r}".format(path, number, fields, line))
+            rows.append(parts)
+    return rows
+
+
+def parse_int(value: str, where: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise UserInputError("{}: {!r} is not an integer".format(where, value)) from None
+
+
+def load_mat(path: str) -> Dict[str, Any]:
+    """A MATLAB file as scipy reads it (structs as records, singleton dimensions squeezed)."""
+    scipy_io = require("scipy.io", "toolkit")
+    try:
+        return scipy_io.loadmat(path, squeeze_me=True)
+    except Exception as exc:  # scipy raises ValueError/MatReadError/OSError on corrupt files
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise UserInputError("cannot read {}: {}".format(path, reason)) from None
+
+
+def mat_field(record: Any, name: str, path: str) -> Any:
+    try:
+        return record[name]
+    except (KeyError, ValueError, IndexError):
+        raise UserInputError("{} has no field {!r}".format(path, name)) from None
+
+
+def list_images(folder: str) -> List[str]:
+    """Image files directly in ``folder``, sorted by name."""
+    return sorted(
+        os.path.join(folder, name)
+        for name in os.listdir(folder)
+        if name.lower().endswith(IMAGE_SUFFIXES) and os.path.isfile(os.path.join(folder, name))
+    )
+
+
+def class_index(names: Sequence[str]) -> Dict[str, int]:
+    return {name: i for i, name in enumerate(names)}
+
+
+def open_image(path: str) -> Optional[Image.Image]:
+    """The image as 8-bit RGB, or None when it is missing, truncated or not an image.
+
+    Readers never check every file up front (CUB has 12k images); the loaders skip and count what fails here.
+    """
+    try:
+        image = to_rgb(path)
+    except UserInputError:
+        return None
+    except Exception:  # PIL raises many types on corrupt data (SyntaxError, struct.error, DecompressionBombError…)
+        return None
+    return image

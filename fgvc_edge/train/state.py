@@ -1,0 +1,80 @@
+"""Training state for exact resume: RNG states as tensors/primitives, and whole-folder atomic checkpoints.
+
+Everything stored in ``training_state.pt`` loads with ``torch.load(weights_only=True)``: the optimizer and
+scheduler state dicts (tensors, numbers, lists), the epoch, the history of metrics, and each process's RNG
+state — torch CPU (a uint8 tensor), CUDA, numpy's MT19937 (keys as an int64 tensor) and Python's ``random``
+(a list of ints).
+
+A run folder's ``last`` checkpoint is written as ``last.tmp`` and swapped in with two renames, so the weights
+and the training state of one epoch always travel together: a crash leaves the previous ``last`` (or, between
+the renames, ``last.old``, which :func:`last_checkpoint` picks up).
+"""
+import os
+import random
+import shutil
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+import torch
+from torch import nn
+
+from fgvc_edge.checkpoint import save_checkpoint
+
+
+def capture_rng() -> Dict[str, Any]:
+    version, keys, gauss = random.getstate()
+    kind, np_keys, pos, has_gauss, cached = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": list(torch.cuda.get_rng_state_all()) if torch.cuda.is_available() else [],
+        "numpy": {
+            "kind": str(kind),
+            "keys": torch.from_numpy(np.asarray(np_keys, dtype=np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },
+        "python": {"version": int(version), "keys": [int(k) for k in keys], "gauss": gauss},
+    }
+
+
+def restore_rng(state: Dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    np_state = state["numpy"]
+    np.random.set_state(
+        (
+            np_state["kind"],
+            np_state["keys"].numpy().astype(np.uint32),
+            np_state["pos"],
+            np_state["has_gauss"],
+            np_state["cached_gaussian"],
+        )
+    )
+    py_state = state["python"]
+    random.setstate((py_state["version"], tuple(py_state["keys"]), py_state["gauss"]))
+
+
+def save_folder_atomically(
+    model: nn.Module, folder: str, *, class_names: Optional[List[str]], training_state: Optional[Dict[str, Any]]
+) -> str:
+    """save_checkpoint into ``folder`` as one unit: written beside it, then swapped in."""
+    folder = os.path.abspath(folder)
+    tmp, old = folder + ".tmp", folder + ".old"
+    shutil.rmtree(tmp, ignore_errors=True)
+    save_checkpoint(model, tmp, class_names=class_names, training_state=training_state)
+    if os.path.exists(folder):
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(folder, old)
+    os.replace(tmp, folder)
+    shutil.rmtree(old, ignore_errors=True)
+    return folder
+
+
+def last_checkpoint(folder: str) -> Optional[str]:
+    """``folder``, or the ``.old`` copy a crash between the two renames left, or None."""
+    for candidate in (folder, folder + ".old"):
+        if os.path.exists(os.path.join(candidate, "fgvc.json")):
+            return candidate
+    return None
