@@ -86,6 +86,7 @@ def run_bench(targets: Sequence[str], settings: BenchSettings, progress: Progres
 
 def expand_points(names: Sequence[str], settings: BenchSettings) -> List[ModelPoint]:
     """Configurations to measure, baselines of paper rows included, each once, in a stable order."""
+    from fgvc_edge.checkpoint import read_checkpoint
     from fgvc_edge.models import get_model_config
 
     points: List[ModelPoint] = []
@@ -95,8 +96,10 @@ def expand_points(names: Sequence[str], settings: BenchSettings) -> List[ModelPo
         if settings.mode and settings.mode not in (cfg.variants or ()):
             raise UserInputError("{} has no mode {!r} (modes: {})".format(name, settings.mode, cfg.variants or "none"))
         if settings.input_size or settings.num_classes or settings.checkpoint or not cfg.paper_rows:
-            size = settings.input_size or cfg.input_size
-            classes = settings.num_classes or cfg.num_classes
+            # A checkpoint is measured at the size and classes it was saved with unless told otherwise.
+            saved = read_checkpoint(settings.checkpoint)[0] if settings.checkpoint else {}
+            size = settings.input_size or saved.get("input_size") or cfg.input_size
+            classes = settings.num_classes or saved.get("num_classes") or cfg.num_classes
             for variant in variants:
                 points.append(ModelPoint(name, variant, size, classes, papers.matching_row(name, variant, size, classes)))
             continue

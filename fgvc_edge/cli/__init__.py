@@ -7,7 +7,7 @@ still runs ``predict`` and artifact benches.
 """
 import typer
 
-from fgvc_edge.cli import bench, export, models, predict
+from fgvc_edge.cli import bench, build, calibrate, eval, export, import_cmd, models, predict, prune, reparam, train
 from fgvc_edge.cli._common import command
 
 app = typer.Typer(
@@ -21,6 +21,13 @@ app = typer.Typer(
 
 app.command("models")(command(models.models_cmd))
 app.command("export")(command(export.export_cmd))
+app.command("reparam")(command(reparam.reparam_cmd))
+app.command("prune")(command(prune.prune_cmd))
+app.command("import")(command(import_cmd.import_cmd))
+app.command("calibrate")(command(calibrate.calibrate_cmd))
+app.command("build")(command(build.build_cmd))
+app.command("train")(command(train.train_cmd))
+app.command("eval")(command(eval.eval_cmd))
 app.command("predict")(command(predict.predict_cmd))
 app.command("bench")(command(bench.bench_cmd))
 

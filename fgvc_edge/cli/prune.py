@@ -1,0 +1,57 @@
+"""`fgvc-edge prune`: structured channel pruning (Torch-Pruning) → checkpoint, with what was left alone and why."""
+from typing import Optional
+
+import typer
+from rich.table import Table
+from typing_extensions import Annotated
+
+from fgvc_edge.cli._common import CheckpointOpt, InputSizeOpt, ModelArg, NumClassesOpt, OutputOpt, console
+from fgvc_edge.errors import UserInputError
+
+
+def prune_cmd(
+    model: ModelArg,
+    checkpoint: CheckpointOpt = None,
+    ratio: Annotated[Optional[float], typer.Option("--ratio", help="Channel ratio removed per layer group, e.g. 0.3.")] = None,
+    target_macs: Annotated[
+        Optional[float], typer.Option("--target-macs", help="Prune until at most this many GMACs at the input size.")
+    ] = None,
+    importance: Annotated[str, typer.Option("--importance", help="l1, l2 (weight magnitude) or taylor.")] = "l2",
+    global_pruning: Annotated[bool, typer.Option("--global", help="Rank channels across layers, not per layer.")] = False,
+    round_to: Annotated[int, typer.Option("--round-to", min=1, help="Keep channel counts multiples of this.")] = 8,
+    num_classes: NumClassesOpt = None,
+    input_size: InputSizeOpt = None,
+    output: OutputOpt = None,
+) -> None:
+    """Prune MODEL's channels (classifier heads and unsafe structures excluded) and write a checkpoint (-o)."""
+    from fgvc_edge.transforms.prune import prune_checkpoint
+
+    if output is None:
+        raise UserInputError("give the output checkpoint folder with -o")
+    with console.status("pruning {} …".format(model)):
+        folder, report = prune_checkpoint(
+            model, str(output), checkpoint=checkpoint and str(checkpoint), num_classes=num_classes,
+            input_size=input_size, ratio=ratio, target_macs=None if target_macs is None else int(target_macs * 1e9),
+            importance=importance, global_pruning=global_pruning, round_to=round_to,
+        )
+    console.print(
+        "{} @{}: {} importance, {} ratio {:.3f}, channels rounded to {}".format(
+            model, report.input_size, report.importance, "global" if report.global_pruning else "per-layer",
+            report.ratio, report.round_to,
+        ),
+        highlight=False,
+    )
+    table = Table()
+    for column in ("", "params M", "GMACs"):
+        table.add_column(column, justify="right")
+    table.add_row("before", "{:.3f}".format(report.params_before / 1e6), "{:.3f}".format(report.macs_before / 1e9))
+    table.add_row("after", "{:.3f}".format(report.params_after / 1e6), "{:.3f}".format(report.macs_after / 1e9))
+    table.add_row("change", "{:+.1%}".format(report.params_after / report.params_before - 1), "{:+.1%}".format(-report.macs_reduction))
+    console.print(table)
+    ignored = Table(title="not pruned (output width kept)")
+    ignored.add_column("module")
+    ignored.add_column("why")
+    for item in report.ignored:
+        ignored.add_row(item.name, item.reason)
+    console.print(ignored)
+    console.print("{} modules resized; wrote {}".format(len(report.changed_modules), folder), highlight=False)

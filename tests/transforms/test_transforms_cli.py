@@ -1,0 +1,89 @@
+"""`fgvc-edge reparam` / `prune` end to end: checkpoint → create_model, bench --checkpoint (before vs after),
+build --target onnxruntime FP32 and INT8, and the runner on the result."""
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from fgvc_edge.cli import app
+from fgvc_edge.models import create_model
+from fgvc_edge.runtime import OnnxRunner
+
+runner = CliRunner()
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # build caches under ./engines and ./calibration
+    return tmp_path
+
+
+def bench_row(*args):
+    result = invoke("bench", "resnet18", *args, "--runtimes", "onnxruntime", "--iters", 2, "--warmup", 0,
+                    "--threads", 1, "--json", "b.json", "--markdown", "b.md")
+    assert result.exit_code == 0, result.output
+    (row,) = json.loads(open("b.json").read())
+    return row
+
+
+def test_prune_then_bench_and_build(workdir):
+    result = invoke("prune", "resnet18", "--ratio", 0.3, "--input-size", 32, "--num-classes", 5, "-o", "ck")
+    assert result.exit_code == 0, result.output
+    assert "fc" in result.output and "classifier head" in result.output and "wrote ck" in result.output
+    record = json.loads((workdir / "ck" / "fgvc.json").read_text())
+    assert record["structure"]["transforms"][-1]["name"] == "prune"
+    assert create_model("resnet18", checkpoint="ck").fc.in_features < 512
+
+    before = bench_row("--input-size", 32, "--num-classes", 5)
+    after = bench_row("--checkpoint", "ck")
+    assert after["checkpoint"] == "ck" and before["checkpoint"] is None
+    assert after["input_size"] == 32 and after["num_classes"] == 5  # the checkpoint's own, not the registry's
+    assert after["params"] < 0.6 * before["params"] and after["macs"] < 0.8 * before["macs"]
+    assert after["latency_ms"]["p50"] > 0
+
+    calib = workdir / "calib"
+    calib.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(8):
+        Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(calib / "{}.png".format(i))
+    image = rng.standard_normal((1, 3, 32, 32)).astype(np.float32)
+    for flags in (["--fp32"], ["--int8", "--calib-data", calib, "--calib-images", 8]):
+        out = "pruned-{}.onnx".format(flags[0][2:])
+        result = invoke("build", "resnet18", "--checkpoint", "ck", "--target", "onnxruntime", *flags, "-o", out)
+        assert result.exit_code == 0, result.output
+        sidecar = json.loads((workdir / (out + ".json")).read_text())
+        assert sidecar["params"] == after["params"] and sidecar["checkpoint"] == "ck"
+        with OnnxRunner(out) as session:
+            assert session.infer(image).shape == (1, 5)
+
+
+def test_reparam_writes_a_deploy_checkpoint(workdir):
+    result = invoke("reparam", "acanet_resnet18", "--fold-bn", "--input-size", 64, "--num-classes", 3, "-o", "deploy")
+    assert result.exit_code == 0, result.output
+    assert "8 block(s) reparameterized" in result.output
+    steps = json.loads((workdir / "deploy" / "fgvc.json").read_text())["structure"]["transforms"]
+    assert [s["name"] for s in steps] == ["reparameterize", "fold_bn"]
+    result = invoke("export", "acanet_resnet18", "--checkpoint", "deploy", "-o", "deploy.onnx")
+    assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["prune", "resnet18", "--ratio", 0.3], "-o"),
+        (["prune", "resnet18", "--ratio", 0.3, "--target-macs", 1.0, "-o", "x"], "exactly one of"),
+        (["prune", "resnet18", "--importance", "random", "--ratio", 0.3, "-o", "x"], "--importance"),
+        (["reparam", "resnet18"], "-o"),
+    ],
+)
+def test_user_errors_are_one_line_exit_2(args, needle, workdir):
+    result = invoke(*args)
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+    assert needle in result.output
