@@ -17,6 +17,15 @@ def _m(value: Optional[float], scale: float, digits: int = 1) -> str:
     return "-" if value is None else "{:.{}f}".format(value / scale, digits)
 
 
+def _lat(row: Row, key: str) -> str:
+    latency = row.get("latency_ms")
+    return "-" if not latency else "{:.2f}".format(latency[key])
+
+
+def _ips(row: Row) -> str:
+    return "-" if row.get("throughput_ips") is None else "{:.1f}".format(row["throughput_ips"])
+
+
 def _ratio(row: Row, key: str) -> str:
     rel = row.get("relative") or {}
     value = rel.get(key)
@@ -39,11 +48,11 @@ COLUMNS: List[Column] = [
     ("paper M", lambda r: _m(_paper(r, "params"), 1e6, 1)),
     ("GMACs", lambda r: _m(r.get("macs"), 1e9, 2)),
     ("paper G", lambda r: _m(_paper(r, "macs"), 1e9, 1)),
-    ("p50 ms", lambda r: "{:.2f}".format(r["latency_ms"]["p50"])),
-    ("p90 ms", lambda r: "{:.2f}".format(r["latency_ms"]["p90"])),
-    ("p99 ms", lambda r: "{:.2f}".format(r["latency_ms"]["p99"])),
-    ("mean ms", lambda r: "{:.2f}".format(r["latency_ms"]["mean"])),
-    ("img/s", lambda r: "{:.1f}".format(r["throughput_ips"])),
+    ("p50 ms", lambda r: _lat(r, "p50")),
+    ("p90 ms", lambda r: _lat(r, "p90")),
+    ("p99 ms", lambda r: _lat(r, "p99")),
+    ("mean ms", lambda r: _lat(r, "mean")),
+    ("img/s", _ips),
     ("peak MB", lambda r: _m(r.get("peak_mem_mb"), 1.0, 0)),
     ("size MB", lambda r: _m(r.get("artifact_mb"), 1.0, 1)),
     ("paper ms", lambda r: _m(_paper(r, "latency_ms"), 1.0, 3)),
@@ -72,9 +81,9 @@ TERMINAL_COLUMNS: List[Column] = [
     ("b", lambda r: str(r["batch"])),
     ("params M (paper)", lambda r: _with_paper(r, "params", 1e6, 2)),
     ("GMACs (paper)", lambda r: _with_paper(r, "macs", 1e9, 2)),
-    ("p50 ms", lambda r: "{:.2f}".format(r["latency_ms"]["p50"])),
-    ("p90 ms", lambda r: "{:.2f}".format(r["latency_ms"]["p90"])),
-    ("img/s", lambda r: "{:.1f}".format(r["throughput_ips"])),
+    ("p50 ms", lambda r: _lat(r, "p50")),
+    ("p90 ms", lambda r: _lat(r, "p90")),
+    ("img/s", _ips),
     ("mem MB", lambda r: _m(r.get("peak_mem_mb"), 1.0, 0)),
     ("×base (paper)", _ratio_pair),
 ]
@@ -126,7 +135,7 @@ def csv_text(rows: Sequence[Row]) -> str:
         paper = row.get("paper") or {}
         rel = row.get("relative") or {}
         flat = {k: row.get(k) for k in CSV_FIELDS if k in row}
-        flat.update({"{}_ms".format(k): v for k, v in row["latency_ms"].items()})
+        flat.update({"{}_ms".format(k): v for k, v in (row.get("latency_ms") or {}).items()})
         flat.update(
             {
                 "ratio_to_baseline": rel.get("ours"),
@@ -150,9 +159,9 @@ def write_reports(
     csv_path: Optional[str] = None,
     folder: str = DEFAULT_DIR,
 ) -> List[str]:
-    """Write JSON, CSV and Markdown; paths not given go to ``folder`` as bench.{json,csv,md}."""
+    """Write JSON, CSV and Markdown; the CSV sits beside the JSON; paths not given go to ``folder``."""
     json_path = json_path or os.path.join(folder, "bench.json")
-    csv_path = csv_path or os.path.join(folder, "bench.csv")
+    csv_path = csv_path or os.path.splitext(json_path)[0] + ".csv"
     markdown_path = markdown_path or os.path.join(folder, "bench.md")
     write_json(json_path, list(rows))
     for path, text in ((csv_path, csv_text(rows)), (markdown_path, markdown(rows))):

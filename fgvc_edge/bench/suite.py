@@ -20,6 +20,10 @@ from fgvc_edge.bench.timing import PeakRSS, device_name, time_calls
 from fgvc_edge.errors import UserInputError, require
 
 RUNTIMES = ("torch", "onnxruntime")
+PRECISIONS = ("fp32", "int8")
+# Synthetic calibration images for INT8 speed rows of a model name (no data set given): enough for stable
+# ranges of a random-init model; the sidecar marks such a deployable as "speed figures only".
+SYNTHETIC_CALIBRATION_IMAGES = 16
 Row = Dict[str, Any]
 Progress = Optional[Callable[[str], None]]
 
@@ -27,6 +31,8 @@ Progress = Optional[Callable[[str], None]]
 @dataclass
 class BenchSettings:
     runtimes: Tuple[str, ...] = RUNTIMES
+    # ONNX Runtime precisions for model names (PyTorch eager is FP32 only).
+    precisions: Tuple[str, ...] = ("fp32",)
     batches: Tuple[int, ...] = (1,)
     iters: int = 20
     warmup: int = 3
@@ -40,6 +46,9 @@ class BenchSettings:
         unknown = [r for r in self.runtimes if r not in RUNTIMES]
         if unknown:
             raise UserInputError("unknown runtime(s) {}; choose from {} or none".format(unknown, ", ".join(RUNTIMES)))
+        bad = [p for p in self.precisions if p not in PRECISIONS]
+        if bad or not self.precisions:
+            raise UserInputError("--precisions takes {}, got {}".format(",".join(PRECISIONS), list(self.precisions)))
         if not self.batches or min(self.batches) < 1:
             raise UserInputError("--batch needs positive sizes, e.g. 1,8")
         if self.iters < 1 or self.warmup < 0 or self.threads < 1:
@@ -149,6 +158,12 @@ def bench_model_point(point: ModelPoint, settings: BenchSettings, progress: Prog
         "paper": papers.paper_summary(point.paper_id) if point.paper_id else None,
     }
     rows: List[Row] = []
+    if not settings.runtimes:
+        # `--runtimes none`: the complexity row alone.
+        row = dict(base)
+        row.update({"runtime": "none", "precision": "fp32", "batch": 1, "latency_ms": None, "throughput_ips": None,
+                    "iters": 0, "peak_mem_mb": None, "artifact_mb": None, "settings": {}})
+        rows.append(row)
     if "torch" in settings.runtimes:
         size_mb = sum(t.numel() * t.element_size() for t in model.state_dict().values()) / 2**20
         for batch in settings.batches:
@@ -165,9 +180,32 @@ def bench_model_point(point: ModelPoint, settings: BenchSettings, progress: Prog
             rows.append(_row(base, "torch", "fp32", batch, stats, mem.added_mb, size_mb, settings_used))
     if "onnxruntime" in settings.runtimes:
         with tempfile.TemporaryDirectory(prefix="fgvc-bench-") as tmp:
-            for batch, path in _exported(model, settings, tmp, progress):
-                rows.extend(_ort_rows(path, base, [batch], settings, progress))
+            if "fp32" in settings.precisions:
+                for batch, path in _exported(model, settings, tmp, progress):
+                    rows.extend(_ort_rows(path, base, [batch], settings, progress))
+            if "int8" in settings.precisions:
+                for batch in settings.batches:
+                    path = _int8_deployable(point, settings, batch, tmp, progress)
+                    rows.extend(_ort_rows(path, base, [batch], settings, progress, precision="int8"))
     return rows
+
+
+def _int8_deployable(point: ModelPoint, settings: BenchSettings, batch: int, folder: str, progress: Progress) -> str:
+    """ONNX Runtime INT8 (u8 activations) of the measured model, calibrated on synthetic images (speed only)."""
+    from fgvc_edge.engine.pipeline import synthetic_int8_deployable
+
+    _say(progress, "calibrating INT8 {} b{}".format(_label(point), batch))
+    result = synthetic_int8_deployable(
+        point.model,
+        num_images=SYNTHETIC_CALIBRATION_IMAGES,
+        batch=batch,
+        input_size=point.input_size,
+        num_classes=None if settings.checkpoint else point.num_classes,
+        mode=point.variant,
+        checkpoint=settings.checkpoint,
+        output=os.path.join(folder, "int8-b{}.onnx".format(batch)),
+    )
+    return result.path
 
 
 def _exported(model: Any, settings: BenchSettings, folder: str, progress: Progress) -> Iterator[Tuple[int, str]]:
@@ -269,10 +307,11 @@ def _row(base: Row, runtime: str, precision: str, batch: int, stats: Any, mem_mb
 def add_baseline_ratios(rows: List[Row]) -> None:
     """Our p50 over the baseline's p50 (same runtime, precision, batch, run), next to the paper's ratio."""
     by_paper = {}
-    for row in rows:
+    rows_timed = [row for row in rows if row.get("latency_ms")]
+    for row in rows_timed:
         if row.get("paper"):
             by_paper[(row["paper"]["id"], row["runtime"], row["precision"], row["batch"])] = row
-    for row in rows:
+    for row in rows_timed:
         paper = row.get("paper")
         if not paper or not paper.get("baseline"):
             continue

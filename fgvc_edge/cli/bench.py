@@ -29,6 +29,9 @@ def bench_cmd(
     checkpoint: CheckpointOpt = None,
     mode: Annotated[Optional[str], typer.Option("--mode", help="Variant of models that have several (e.g. raw, raw+aoval).")] = None,
     runtimes: Annotated[str, typer.Option("--runtimes", help="torch,onnxruntime, a subset, or none (params/MACs only).")] = "torch,onnxruntime",
+    precisions: Annotated[
+        str, typer.Option("--precisions", help="ONNX Runtime precisions for model names: fp32, int8 (synthetic calibration, speed only).")
+    ] = "fp32,int8",
     batch: Annotated[str, typer.Option("--batch", help="Batch sizes, comma-separated.")] = "1",
     iters: Annotated[int, typer.Option("--iters", min=1, help="Timed iterations per row.")] = 20,
     warmup: Annotated[int, typer.Option("--warmup", min=0, help="Untimed iterations first.")] = 3,
@@ -45,6 +48,7 @@ def bench_cmd(
     selected = [] if runtimes.strip() == "none" else [r.strip() for r in runtimes.split(",") if r.strip()]
     settings = BenchSettings(
         runtimes=tuple(selected),
+        precisions=tuple(p.strip() for p in precisions.split(",") if p.strip()),
         batches=tuple(_int_list(batch, "--batch")),
         iters=iters,
         warmup=warmup,
@@ -58,7 +62,7 @@ def bench_cmd(
     with console.status("benchmarking …") as status:
         rows = run_bench(chosen, settings, progress=lambda text: status.update(text))
     if not rows:
-        raise UserInputError("nothing was measured: --runtimes none only counts params/MACs of model names")
+        raise UserInputError("nothing was measured: --runtimes none counts params/MACs of model names only")
     console.print(rich_table(rows))
     written = write_reports(
         rows,

@@ -149,3 +149,26 @@ def test_failed_export_keeps_existing_file(tmp_path, monkeypatch):
     assert result.exit_code == 1 and "disagrees" in result.output
     assert target.read_bytes() == b"previous artifact"
     assert [p.name for p in tmp_path.iterdir()] == ["m.onnx"]
+
+
+def test_bench_runtimes_none_counts_only(tmp_path):
+    out = tmp_path / "b.json"
+    result = invoke("bench", "resnet50", "--runtimes", "none", "--input-size", 448, "--num-classes", 100,
+                    "--json", out, "--markdown", tmp_path / "b.md")
+    assert result.exit_code == 0, result.output
+    (row,) = json.loads(out.read_text())
+    assert row["runtime"] == "none" and row["latency_ms"] is None
+    # CMAL-Net Table 9: ResNet50 @448 is 24M params / 16.5 GMACs; ours with a 100-class head.
+    assert abs(row["params"] - 24e6) / 24e6 < 0.03 and abs(row["macs"] - 16.5e9) / 16.5e9 < 0.03
+    assert row["paper"]["id"] == "cmal_table9/resnet50"
+    assert (tmp_path / "b.csv").exists()
+
+
+def test_bench_int8_rows(tmp_path):
+    out = tmp_path / "b.json"
+    result = invoke("bench", "resnet18", "--input-size", 32, "--runtimes", "onnxruntime", "--precisions", "fp32,int8",
+                    "--iters", 2, "--warmup", 0, "--json", out, "--markdown", tmp_path / "b.md")
+    assert result.exit_code == 0, result.output
+    rows = json.loads(out.read_text())
+    assert [(r["runtime"], r["precision"]) for r in rows] == [("onnxruntime", "fp32"), ("onnxruntime", "int8")]
+    assert rows[1]["artifact_mb"] < rows[0]["artifact_mb"] / 2  # INT8 weights are a quarter of FP32's
