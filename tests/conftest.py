@@ -1,4 +1,6 @@
+import importlib.util
 import os
+import pathlib
 
 import pytest
 
@@ -22,3 +24,25 @@ def _has_gpu() -> bool:
         return cuda.Device.count() > 0
     except Exception:
         return False
+
+
+# tests/tiny_data.py (small generated data sets), loaded by path: the suite runs with --import-mode=importlib.
+_SPEC = importlib.util.spec_from_file_location("tiny_data", pathlib.Path(__file__).parent / "tiny_data.py")
+tiny_data = importlib.util.module_from_spec(_SPEC)
+_SPEC.loader.exec_module(tiny_data)
+
+
+@pytest.fixture(scope="session")
+def tiny():
+    return tiny_data
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One intra-op thread: on 2 cores shared with other jobs, 2 spinning OpenMP threads run ~30x slower."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
