@@ -25,8 +25,8 @@ def workdir(tmp_path, monkeypatch):
 
 
 def bench_row(*args):
-    result = invoke("bench", "resnet18", *args, "--runtimes", "onnxruntime", "--iters", 2, "--warmup", 0,
-                    "--threads", 1, "--json", "b.json", "--markdown", "b.md")
+    result = invoke("bench", "resnet18", *args, "--runtimes", "onnxruntime", "--precisions", "fp32", "--iters", 2,
+                    "--warmup", 0, "--threads", 1, "--json", "b.json", "--markdown", "b.md")
     assert result.exit_code == 0, result.output
     (row,) = json.loads(open("b.json").read())
     return row
