@@ -98,12 +98,14 @@ CSV_FIELDS = [
 
 def rich_table(rows: Sequence[Row], title: str = "fgvc-edge bench") -> Any:
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(title=title, caption=_caption(rows))
     for header, _ in TERMINAL_COLUMNS:
         table.add_column(header, justify="left" if header in ("model", "runtime", "prec") else "right")
     for row in rows:
-        table.add_row(*[fn(row) for _, fn in TERMINAL_COLUMNS])
+        # Text, not markup: "cmal_resnet50[raw]" must not be read as a rich style tag.
+        table.add_row(*[Text(fn(row)) for _, fn in TERMINAL_COLUMNS])
     return table
 
 

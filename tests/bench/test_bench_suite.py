@@ -38,3 +38,16 @@ def test_time_calls_and_memory():
         block = np.ones(64 * 2**20 // 8)  # 64 MB touched
         block.sum()
     assert mem.added_mb is None or mem.added_mb > 32
+
+
+def test_terminal_table_keeps_variant_brackets():
+    from rich.console import Console
+
+    from fgvc_edge.bench.report import rich_table
+
+    row = {"model": "cmal_resnet50", "variant": "raw", "input_size": 448, "num_classes": 100, "runtime": "torch",
+           "precision": "fp32", "batch": 1, "params": 4.3e7, "macs": 3.7e10, "latency_ms": {"p50": 1.0, "p90": 1.0},
+           "throughput_ips": 1.0, "peak_mem_mb": 1.0, "device": "cpu", "paper": None}
+    console = Console(width=200, record=True)
+    console.print(rich_table([row]))
+    assert "cmal_resnet50[raw]" in console.export_text()
