@@ -26,6 +26,7 @@ from typing import Callable, Dict, List, Mapping, Optional, Tuple, Union
 import torch
 
 from fgvc_edge.errors import UserInputError
+from fgvc_edge.importers._keys import rename_official_keys
 from fgvc_edge.importers.safe_pickle import (
     TORCH_LAYER_CLASSES,
     TORCHVISION_RESNET_CLASSES,
@@ -68,21 +69,7 @@ def our_key(key: str) -> Optional[str]:
 
 def convert_official_state_dict(state: Mapping[str, torch.Tensor], where: str) -> Dict[str, torch.Tensor]:
     """The official tensors under our key names; an unknown key is an error, never dropped."""
-    converted: Dict[str, torch.Tensor] = {}
-    unknown = []
-    for key, tensor in state.items():
-        ours = our_key(key[len("module.") :] if key.startswith("module.") else key)
-        if ours is None:
-            unknown.append(key)
-        else:
-            converted[ours] = tensor
-    if unknown:
-        raise UserInputError(
-            "{} is not an official CMAL-Net checkpoint: {} unknown keys (e.g. {})".format(
-                where, len(unknown), ", ".join(unknown[:3])
-            )
-        )
-    return converted
+    return rename_official_keys(state, our_key, "{} is not an official CMAL-Net checkpoint".format(where))
 
 
 def load_official_checkpoint(model_name: str, path: str, *, num_classes: Optional[int] = None) -> torch.nn.Module:

@@ -30,6 +30,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 import torch
 
 from fgvc_edge.errors import UserInputError
+from fgvc_edge.importers._keys import rename_official_keys
 
 MODELS = ("cncnn_resnet50",)
 _BACKBONE_PREFIXES = ("conv1.", "bn1.", "layer1.", "layer2.", "layer3.", "layer4.")
@@ -74,19 +75,7 @@ def _our_key(key: str) -> Optional[str]:
 
 def convert_official_state_dict(state: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
     """The official state dict under our key names; an unknown key is an error, never dropped."""
-    converted: Dict[str, torch.Tensor] = {}
-    unknown = []
-    for key, tensor in state.items():
-        ours = _our_key(key)
-        if ours is None:
-            unknown.append(key)
-        else:
-            converted[ours] = tensor
-    if unknown:
-        raise UserInputError(
-            "not an official CN-CNN state dict: {} unknown keys (e.g. {})".format(len(unknown), ", ".join(unknown[:3]))
-        )
-    return converted
+    return rename_official_keys(state, _our_key, "not an official CN-CNN state dict")
 
 
 def official_model_args(state: Mapping[str, torch.Tensor]) -> Tuple[int, Dict[str, Any]]:
