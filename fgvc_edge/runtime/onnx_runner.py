@@ -54,7 +54,7 @@ class OnnxRunner(Runner):
         self.input_name = inputs[0].name
         self.output_name = outputs[0].name
         self._input_shape = list(inputs[0].shape)
-        self.providers = self.session.get_providers()  # type: List[str]
+        self.providers: List[str] = self.session.get_providers()
 
     @property
     def fixed_batch(self) -> Optional[int]:
