@@ -37,8 +37,20 @@ def _paper(row: Row, key: str) -> Optional[float]:
     return paper.get(key)
 
 
+def _model(row: Row) -> str:
+    """``cmal_resnet50[raw]``; a transformed checkpoint reads ``resnet50 +prune``, its before-row ``(before)``."""
+    text = row["model"] + ("[{}]".format(row["variant"]) if row.get("variant") else "")
+    if row.get("transforms"):
+        text += " +" + "+".join(row["transforms"])
+    elif row.get("before_of"):
+        text += " (before)"
+    elif row.get("checkpoint"):
+        text += " (ckpt)"
+    return text
+
+
 COLUMNS: List[Column] = [
-    ("model", lambda r: r["model"] + ("[{}]".format(r["variant"]) if r.get("variant") else "")),
+    ("model", _model),
     ("input", lambda r: str(r["input_size"])),
     ("classes", lambda r: str(r["num_classes"])),
     ("runtime", lambda r: r["runtime"]),
@@ -89,7 +101,7 @@ TERMINAL_COLUMNS: List[Column] = [
 ]
 
 CSV_FIELDS = [
-    "model", "variant", "checkpoint", "input_size", "num_classes", "params", "macs", "runtime", "precision",
+    "model", "variant", "checkpoint", "transforms", "before_of", "input_size", "num_classes", "params", "macs", "runtime", "precision",
     "batch", "device", "threads", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "throughput_ips", "peak_mem_mb",
     "artifact_mb", "ratio_to_baseline", "paper_id", "paper_params", "paper_macs", "paper_latency_ms",
     "paper_ratio_to_baseline", "paper_device",
@@ -116,6 +128,8 @@ def _caption(rows: Sequence[Row]) -> str:
     lines = ["ours: " + "; ".join(devices)] if devices else []
     lines += ["paper: " + s for s in sources]
     lines.append("latency per image; ×base = p50 / baseline p50 in the same run (paper: its own ratio)")
+    if any(r.get("transforms") for r in rows):
+        lines.append("+prune/+reparameterize rows: a transformed checkpoint; ×base = p50 / its (before) row's p50")
     return "\n".join(lines)
 
 
@@ -137,6 +151,7 @@ def csv_text(rows: Sequence[Row]) -> str:
         paper = row.get("paper") or {}
         rel = row.get("relative") or {}
         flat = {k: row.get(k) for k in CSV_FIELDS if k in row}
+        flat["transforms"] = "+".join(row.get("transforms") or [])
         flat.update({"{}_ms".format(k): v for k, v in (row.get("latency_ms") or {}).items()})
         flat.update(
             {

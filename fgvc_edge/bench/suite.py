@@ -41,6 +41,9 @@ class BenchSettings:
     num_classes: Optional[int] = None
     checkpoint: Optional[str] = None
     mode: Optional[str] = None
+    # With a checkpoint whose structure was transformed (pruned, reparameterized): also measure the model
+    # before those transforms, in the same run, so the table shows before vs after.
+    before: bool = True
 
     def __post_init__(self) -> None:
         unknown = [r for r in self.runtimes if r not in RUNTIMES]
@@ -64,6 +67,9 @@ class ModelPoint:
     input_size: int
     num_classes: int
     paper_id: Optional[str]
+    checkpoint: Optional[str] = None
+    # The architecture ``checkpoint`` had before its structure transforms (random weights: speed only).
+    before_of: Optional[str] = None
 
 
 def default_targets() -> List[str]:
@@ -87,6 +93,7 @@ def run_bench(targets: Sequence[str], settings: BenchSettings, progress: Progres
         for point in expand_points(names, settings):
             rows.extend(bench_model_point(point, settings, progress))
     add_baseline_ratios(rows)
+    add_before_ratios(rows)
     return rows
 
 
@@ -104,11 +111,12 @@ def expand_points(names: Sequence[str], settings: BenchSettings) -> List[ModelPo
         variants = [settings.mode] if settings.mode else list(cfg.variants or [None])
         if settings.mode and settings.mode not in (cfg.variants or ()):
             raise UserInputError("{} has no mode {!r} (modes: {})".format(name, settings.mode, cfg.variants or "none"))
-        if settings.input_size or settings.num_classes or settings.checkpoint or not cfg.paper_rows:
-            # A checkpoint is measured at the size and classes it was saved with unless told otherwise.
-            saved = read_checkpoint(settings.checkpoint)[0] if settings.checkpoint else {}
-            size = settings.input_size or saved.get("input_size") or cfg.input_size
-            classes = settings.num_classes or saved.get("num_classes") or cfg.num_classes
+        if settings.checkpoint:
+            points.extend(_checkpoint_points(name, variants, settings))
+            continue
+        if settings.input_size or settings.num_classes or not cfg.paper_rows:
+            size = settings.input_size or cfg.input_size
+            classes = settings.num_classes or cfg.num_classes
             for variant in variants:
                 points.append(ModelPoint(name, variant, size, classes, papers.matching_row(name, variant, size, classes)))
             continue
@@ -128,17 +136,67 @@ def expand_points(names: Sequence[str], settings: BenchSettings) -> List[ModelPo
     return unique
 
 
+def _checkpoint_points(name: str, variants: Sequence[Optional[str]], settings: BenchSettings) -> List[ModelPoint]:
+    """A checkpoint is measured at the size and classes it was saved with unless told otherwise; after the
+    architecture it had before its structure transforms (if any, and ``settings.before``)."""
+    from fgvc_edge.checkpoint import read_checkpoint
+
+    record = read_checkpoint(settings.checkpoint)[0]
+    transformed = bool((record.get("structure") or {}).get("transforms"))
+    from fgvc_edge.models import get_model_config
+
+    size = settings.input_size or record.get("input_size") or get_model_config(name).input_size
+    classes = record["num_classes"]
+    points = []
+    for variant in variants:
+        paper_id = papers.matching_row(name, variant, size, classes)
+        if transformed and settings.before:
+            points.append(ModelPoint(name, variant, size, classes, paper_id, before_of=settings.checkpoint))
+        # Paper figures describe the untransformed network: a pruned checkpoint is compared with its before-row.
+        points.append(ModelPoint(name, variant, size, classes, None if transformed else paper_id, settings.checkpoint))
+    return points
+
+
+def _reference_checkpoint(checkpoint: str, folder: str) -> str:
+    """A checkpoint of ``checkpoint``'s model as built before its structure transforms (random weights)."""
+    from fgvc_edge.checkpoint import read_checkpoint, save_checkpoint
+    from fgvc_edge.models import create_model
+
+    record = read_checkpoint(checkpoint)[0]
+    model = create_model(record["model"], num_classes=record["num_classes"], input_size=record.get("input_size"),
+                         **record.get("model_args", {}))
+    return save_checkpoint(model, os.path.join(folder, "before"))
+
+
+def _transforms(checkpoint: Optional[str]) -> List[str]:
+    if not checkpoint:
+        return []
+    from fgvc_edge.checkpoint import read_checkpoint
+
+    steps = (read_checkpoint(checkpoint)[0].get("structure") or {}).get("transforms") or []
+    return [str(step.get("name")) for step in steps]
+
+
 def bench_model_point(point: ModelPoint, settings: BenchSettings, progress: Progress) -> List[Row]:
+    with tempfile.TemporaryDirectory(prefix="fgvc-bench-") as tmp:
+        return _bench_model_point(point, settings, progress, tmp)
+
+
+def _bench_model_point(point: ModelPoint, settings: BenchSettings, progress: Progress, tmp: str) -> List[Row]:
     torch = require("torch", "toolkit")
     from fgvc_edge.models.complexity import count_macs, count_params
     from fgvc_edge.models import create_model
 
+    checkpoint = point.checkpoint
+    if point.before_of:
+        _say(progress, "building {} before its transforms".format(point.model))
+        checkpoint = _reference_checkpoint(point.before_of, tmp)
     kwargs = {"mode": point.variant} if point.variant else {}
     model = create_model(
         point.model,
-        num_classes=None if settings.checkpoint else point.num_classes,
+        num_classes=None if checkpoint else point.num_classes,
         input_size=point.input_size,
-        checkpoint=settings.checkpoint,
+        checkpoint=checkpoint,
         **kwargs,
     )
     torch.set_num_threads(settings.threads)
@@ -148,7 +206,9 @@ def bench_model_point(point: ModelPoint, settings: BenchSettings, progress: Prog
     base = {
         "model": point.model,
         "variant": point.variant,
-        "checkpoint": settings.checkpoint,
+        "checkpoint": point.checkpoint,
+        "transforms": _transforms(point.checkpoint),
+        "before_of": point.before_of,
         "input_size": point.input_size,
         "num_classes": model.config.num_classes,
         "params": params,
@@ -179,18 +239,17 @@ def bench_model_point(point: ModelPoint, settings: BenchSettings, progress: Prog
             settings_used = {"mode": "eager, torch.inference_mode()", "torch": torch.__version__}
             rows.append(_row(base, "torch", "fp32", batch, stats, mem.added_mb, size_mb, settings_used))
     if "onnxruntime" in settings.runtimes:
-        with tempfile.TemporaryDirectory(prefix="fgvc-bench-") as tmp:
-            if "fp32" in settings.precisions:
-                for batch, path in _exported(model, settings, tmp, progress):
-                    rows.extend(_ort_rows(path, base, [batch], settings, progress))
-            if "int8" in settings.precisions:
-                for batch in settings.batches:
-                    path = _int8_deployable(point, settings, batch, tmp, progress)
-                    rows.extend(_ort_rows(path, base, [batch], settings, progress, precision="int8"))
+        if "fp32" in settings.precisions:
+            for batch, path in _exported(model, settings, tmp, progress):
+                rows.extend(_ort_rows(path, base, [batch], settings, progress))
+        if "int8" in settings.precisions:
+            for batch in settings.batches:
+                path = _int8_deployable(point, checkpoint, batch, tmp, progress)
+                rows.extend(_ort_rows(path, base, [batch], settings, progress, precision="int8"))
     return rows
 
 
-def _int8_deployable(point: ModelPoint, settings: BenchSettings, batch: int, folder: str, progress: Progress) -> str:
+def _int8_deployable(point: ModelPoint, checkpoint: Optional[str], batch: int, folder: str, progress: Progress) -> str:
     """ONNX Runtime INT8 (u8 activations) of the measured model, calibrated on synthetic images (speed only)."""
     from fgvc_edge.engine.pipeline import synthetic_int8_deployable
 
@@ -200,9 +259,9 @@ def _int8_deployable(point: ModelPoint, settings: BenchSettings, batch: int, fol
         num_images=SYNTHETIC_CALIBRATION_IMAGES,
         batch=batch,
         input_size=point.input_size,
-        num_classes=None if settings.checkpoint else point.num_classes,
+        num_classes=None if checkpoint else point.num_classes,
         mode=point.variant,
-        checkpoint=settings.checkpoint,
+        checkpoint=checkpoint,
         output=os.path.join(folder, "int8-b{}.onnx".format(batch)),
     )
     return result.path
@@ -324,6 +383,22 @@ def add_baseline_ratios(rows: List[Row]) -> None:
         if paper.get("latency_ms") and base_paper.get("latency_ms"):
             theirs = paper["latency_ms"] / base_paper["latency_ms"]
         row["relative"] = {"baseline": base_row["model"], "ours": ours, "paper": theirs}
+
+
+def add_before_ratios(rows: List[Row]) -> None:
+    """A transformed checkpoint's p50 over its before-row's p50 (same runtime, precision, batch, run)."""
+    def key(row: Row, checkpoint: Any) -> Tuple[Any, ...]:
+        return (checkpoint, row["model"], row.get("variant"), row["input_size"], row["runtime"], row["precision"],
+                row["batch"])
+
+    before = {key(row, row["before_of"]): row for row in rows if row.get("before_of") and row.get("latency_ms")}
+    for row in rows:
+        ref = before.get(key(row, row.get("checkpoint")))
+        if ref is None or not row.get("latency_ms") or not row.get("transforms"):
+            continue
+        ours = row["latency_ms"]["p50"] / ref["latency_ms"]["p50"]
+        row["relative"] = {"baseline": "{} before {}".format(row["model"], "+".join(row["transforms"])),
+                           "ours": ours, "paper": None}
 
 
 def _label(point: ModelPoint) -> str:

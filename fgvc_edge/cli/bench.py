@@ -28,6 +28,10 @@ def bench_cmd(
     num_classes: NumClassesOpt = None,
     checkpoint: CheckpointOpt = None,
     mode: Annotated[Optional[str], typer.Option("--mode", help="Variant of models that have several (e.g. raw, raw+aoval).")] = None,
+    before: Annotated[
+        bool,
+        typer.Option("--before/--no-before", help="With a pruned or reparameterized --checkpoint, also measure the model before those transforms (same run)."),
+    ] = True,
     runtimes: Annotated[str, typer.Option("--runtimes", help="torch,onnxruntime, a subset, or none (params/MACs only).")] = "torch,onnxruntime",
     precisions: Annotated[
         str, typer.Option("--precisions", help="ONNX Runtime precisions for model names: fp32, int8 (synthetic calibration, speed only).")
@@ -57,6 +61,7 @@ def bench_cmd(
         num_classes=num_classes,
         checkpoint=str(checkpoint) if checkpoint else None,
         mode=mode,
+        before=before,
     )
     chosen = list(targets) if targets else default_targets()
     with console.status("benchmarking …") as status:

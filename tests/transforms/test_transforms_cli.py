@@ -24,12 +24,11 @@ def workdir(tmp_path, monkeypatch):
     return tmp_path
 
 
-def bench_row(*args):
+def bench_rows(*args):
     result = invoke("bench", "resnet18", *args, "--runtimes", "onnxruntime", "--precisions", "fp32", "--iters", 2,
                     "--warmup", 0, "--threads", 1, "--json", "b.json", "--markdown", "b.md")
     assert result.exit_code == 0, result.output
-    (row,) = json.loads(open("b.json").read())
-    return row
+    return json.loads(open("b.json").read()), result.output
 
 
 def test_prune_then_bench_and_build(workdir):
@@ -40,12 +39,20 @@ def test_prune_then_bench_and_build(workdir):
     assert record["structure"]["transforms"][-1]["name"] == "prune"
     assert create_model("resnet18", checkpoint="ck").fc.in_features < 512
 
-    before = bench_row("--input-size", 32, "--num-classes", 5)
-    after = bench_row("--checkpoint", "ck")
-    assert after["checkpoint"] == "ck" and before["checkpoint"] is None
-    assert after["input_size"] == 32 and after["num_classes"] == 5  # the checkpoint's own, not the registry's
+    (plain,), _ = bench_rows("--input-size", 32, "--num-classes", 5)
+    # One run measures the model before pruning and the pruned checkpoint, and relates them.
+    (before, after), output = bench_rows("--checkpoint", "ck")
+    assert after["checkpoint"] == "ck" and after["transforms"] == ["prune"]
+    assert before["checkpoint"] is None and before["before_of"] == "ck" and before["transforms"] == []
+    for row in (before, after):  # the checkpoint's own size and classes, not the registry's
+        assert row["input_size"] == 32 and row["num_classes"] == 5
+    assert (before["params"], before["macs"]) == (plain["params"], plain["macs"])
     assert after["params"] < 0.6 * before["params"] and after["macs"] < 0.8 * before["macs"]
-    assert after["latency_ms"]["p50"] > 0
+    assert after["relative"]["ours"] == pytest.approx(after["latency_ms"]["p50"] / before["latency_ms"]["p50"])
+    assert "resnet18 +prune" in output and "resnet18 (before)" in output
+    assert "resnet18 +prune" in open("b.md").read()
+    (only,), _ = bench_rows("--checkpoint", "ck", "--no-before")
+    assert only["checkpoint"] == "ck" and only["params"] == after["params"]
 
     calib = workdir / "calib"
     calib.mkdir()
