@@ -49,9 +49,21 @@ def prune_cmd(
     table.add_row("change", "{:+.1%}".format(report.params_after / report.params_before - 1), "{:+.1%}".format(-report.macs_reduction))
     console.print(table)
     ignored = Table(title="not pruned (output width kept)")
-    ignored.add_column("module")
+    ignored.add_column("modules")
     ignored.add_column("why")
-    for item in report.ignored:
-        ignored.add_row(item.name, item.reason)
+    for names, reason in _by_reason(report.ignored):
+        ignored.add_row(names, reason)
     console.print(ignored)
     console.print("{} modules resized; wrote {}".format(len(report.changed_modules), folder), highlight=False)
+
+
+def _by_reason(items: list) -> list:
+    """One row per reason (16 FCSA blocks share one), first-seen order; long name lists shortened."""
+    groups: dict = {}
+    for item in items:
+        groups.setdefault(item.reason, []).append(item.name)
+    rows = []
+    for reason, names in groups.items():
+        text = ", ".join(names) if len(names) <= 3 else "{}, {}, …, {} ({})".format(names[0], names[1], names[-1], len(names))
+        rows.append((text, reason))
+    return rows
