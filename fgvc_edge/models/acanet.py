@@ -137,8 +137,10 @@ class ACCB(nn.Module):
         if self.fused is not None:
             return
         kernel, bias = self.get_equivalent_kernel_bias()
+        # Widths from the tensors, not from __init__: a pruned block has fewer channels than it was built with.
+        out_ch, in_ch = int(kernel.shape[0]), int(kernel.shape[1])
         fused = nn.Conv2d(
-            self.in_ch, self.out_ch, self.kernel_size, stride=self.stride, padding=self.padding, bias=True
+            in_ch, out_ch, self.kernel_size, stride=self.stride, padding=self.padding, bias=True
         ).to(device=kernel.device, dtype=kernel.dtype)
         fused.weight.data.copy_(kernel)
         fused.bias.data.copy_(bias)
