@@ -117,9 +117,10 @@ class LevelConvLSTM(nn.Module):
 
     def first_step(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """``step(x, 0, 0)``: the zero hidden state meets only the kernel's hidden half and the zero cell
-        only the forget gate, so both are left out (exact)."""
-        n = self.hidden
-        weight = torch.cat([self.gates.weight[:n, :n], self.gates.weight[2 * n :, :n]])
+        only the forget gate, so both are left out (exact). The input columns are sliced by the input's own
+        width, so a pruned pyramid (narrower than the hidden state) needs nothing special."""
+        n, width = self.hidden, x.shape[1]
+        weight = torch.cat([self.gates.weight[:n, :width], self.gates.weight[2 * n :, :width]])
         bias = torch.cat([self.gates.bias[:n], self.gates.bias[2 * n :]])
         i, o, g = F.conv2d(x, weight, bias, padding=self.gates.padding).chunk(3, dim=1)
         cell = torch.sigmoid(i) * torch.tanh(g)

@@ -18,9 +18,9 @@ feeds it. Two structures are made prunable instead of ignored:
 
 * ACANet's FCSA is traced through a stand-in (q + k + v of its input): its 49-offset window loop makes the
   dependency graph explode, and only its boundary matters once its internals are ignored;
-* Swin's window attention and CN-CNN's ConvLSTM are swapped for same-output classes
-  (:mod:`fgvc_edge.transforms.swaps`) so a Swin stage's residual width and CN-CNN's pyramid width can shrink
-  while the heads and the ConvLSTM's hidden width keep theirs.
+* Swin's window attention is swapped for a same-output class (:mod:`fgvc_edge.transforms.swaps`) so a Swin
+  stage's residual width can shrink while the heads keep theirs; CN-CNN's ConvLSTM reads its input columns by
+  the input's width, so the pyramid shrinks while the hidden width stays.
 
 The result is recorded as the structure transform ``prune``: for every module whose shape changed, its
 type, the shape attributes that changed (channels, features, groups, normalized_shape…; weight shapes

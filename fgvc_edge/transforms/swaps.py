@@ -1,4 +1,4 @@
-"""Drop-in module classes that make two structures prunable; swapped in by class, recorded, replayed on load.
+"""Drop-in module classes that make a structure prunable; swapped in by class, recorded, replayed on load.
 
 A swap changes only ``module.__class__`` to a subclass with the same parameters, buffers and state-dict
 keys, and the same outputs (checked bit for bit in tests/transforms). It is recorded as the structure
@@ -10,10 +10,9 @@ transform ``swap_module_class`` ({module name: class name}); only the classes in
   Transformer, ICCV 2021, §3.2: windowed multi-head self-attention with relative position bias, cyclic
   shift, −100 between regions of a shifted window) calling ``qkv`` and ``proj`` as modules, with the head
   width taken from ``qkv.out_features``: a Swin stage's residual width can then shrink while heads keep theirs.
-* :class:`InputWidthConvLSTM` — CN-CNN's ``LevelConvLSTM.first_step`` keeps the input half of the gate
-  kernel as its first ``hidden`` columns, i.e. it assumes the pyramid width equals the hidden width. Ours
-  slices by the actual input width, so the pyramid (the laterals) can be pruned while the cell keeps its
-  hidden width. A one-line change in the model (``x.shape[1]`` for the columns) would make this swap moot.
+* :class:`InputWidthConvLSTM` — kept only so checkpoints pruned by fgvc-edge 0.1.0 (which swapped CN-CNN's
+  ``LevelConvLSTM`` for it) still load; ``LevelConvLSTM.first_step`` now slices by the input's width itself,
+  so nothing is swapped for it any more.
 """
 from typing import Any, Dict, List, Tuple
 
@@ -95,30 +94,23 @@ class ModuleWindowAttention(ShiftedWindowAttention):
 
 
 class InputWidthConvLSTM(LevelConvLSTM):
-    """CN-CNN's ``LevelConvLSTM`` whose zero-state first step slices the kernel by the input's width."""
-
-    def first_step(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        n, width = self.hidden, x.shape[1]
-        # Gates i, o, g (rows) over the input columns only: h = 0 meets the hidden columns, c = 0 gate f.
-        weight = torch.cat([self.gates.weight[:n, :width], self.gates.weight[2 * n :, :width]])
-        bias = torch.cat([self.gates.bias[:n], self.gates.bias[2 * n :]])
-        i, o, g = F.conv2d(x, weight, bias, padding=self.gates.padding).chunk(3, dim=1)
-        cell = torch.sigmoid(i) * torch.tanh(g)
-        return torch.sigmoid(o) * torch.tanh(cell), cell
+    """Legacy name (see the module docstring): the same as ``LevelConvLSTM``."""
 
 
-# Swappable classes by name → (the exact class they replace, the replacement).
+# Classes a record may name → (the exact class they replace, the replacement); AUTO_SWAPS are made by pruning.
 SWAPS: Dict[str, Tuple[type, type]] = {
     cls.__name__: (base, cls)
     for base, cls in ((ShiftedWindowAttention, ModuleWindowAttention), (LevelConvLSTM, InputWidthConvLSTM))
 }
+AUTO_SWAPS = ("ModuleWindowAttention",)
 
 
 def swap_modules(model: nn.Module) -> Dict[str, str]:
     """Swap every module whose class has a replacement; returns {module name: replacement class name}."""
     swapped = {}
     for name, module in model.named_modules():
-        for cls_name, (base, cls) in SWAPS.items():
+        for cls_name in AUTO_SWAPS:
+            base, cls = SWAPS[cls_name]
             if type(module) is base:
                 module.__class__ = cls
                 swapped[name] = cls_name
