@@ -113,6 +113,30 @@ def model_record(model: nn.Module, *, checkpoint: Optional[str] = None) -> Dict[
     }
 
 
+def onnx_scope(module_name: str) -> str:
+    """The node-name prefix the TorchScript exporter gives a submodule's ops: ``layer1.0.conv2.0`` →
+    ``/layer1/layer1.0/conv2/conv2.0/`` (a container's child index is named with its parent's name)."""
+    parts = module_name.split(".")
+    return "/" + "".join(
+        "{}/".format(parts[i - 1] + "." + part if part.isdigit() and i else part) for i, part in enumerate(parts)
+    )
+
+
+def int8_float_scopes(model: nn.Module) -> List[str]:
+    """ONNX scopes whose arithmetic stays float in INT8: modules of a class with ``INT8_FLOAT_ARITHMETIC``
+    (window attention computed as hundreds of elementwise ops; only its convolutions are quantized)."""
+    return [onnx_scope(name) for name, module in model.named_modules()
+            if name and getattr(type(module), "INT8_FLOAT_ARITHMETIC", False)]
+
+
+def _present_scopes(proto: Any, scopes: List[str]) -> List[str]:
+    names = [node.name for node in proto.graph.node]
+    missing = [scope for scope in scopes if not any(name.startswith(scope) for name in names)]
+    if missing:  # the exporter changed its naming: the INT8 rule would silently not apply
+        raise RuntimeError("no ONNX node under scope(s) {} of the model's float-arithmetic modules".format(missing))
+    return scopes
+
+
 def export_onnx(
     model: nn.Module,
     output: Optional[str] = None,
@@ -157,6 +181,7 @@ def export_onnx(
                 "opset": opset,
                 "simplified": bool(simplify),
                 "exporter": "torch.onnx (TorchScript) {}".format(torch.__version__),
+                "int8_float_scopes": _present_scopes(proto, int8_float_scopes(model)),
             }
         )
         parity = _check_parity(model, proto, batch=batch, size=size, samples=parity_samples, seed=seed + 1)

@@ -220,3 +220,46 @@ def test_ablation_round_trips_through_a_checkpoint(tmp_path):
 def test_unknown_shortcut_is_a_user_error():
     with pytest.raises(UserInputError, match="shortcut"):
         create_model("acanet_resnet18", shortcut="maxpool")
+
+
+@pytest.fixture(scope="module")
+def acanet_fp32(tmp_path_factory):
+    from fgvc_edge.export import export_onnx
+
+    torch.manual_seed(0)
+    model = create_model("acanet_resnet18", num_classes=5, input_size=64)
+    return export_onnx(model, str(tmp_path_factory.mktemp("aca") / "aca.onnx"))
+
+
+@pytest.mark.parametrize("target", ["onnxruntime", "tensorrt"])
+def test_int8_quantizes_fcsa_convs_and_keeps_its_attention_float(target, acanet_fp32, tmp_path):
+    import onnx
+
+    from fgvc_edge.precision import calibrate_onnx
+    from fgvc_edge.precision.data import SyntheticImages
+
+    scopes = acanet_fp32.record["int8_float_scopes"]
+    assert scopes == ["/layer{}/layer{}.{}/conv2/conv2.0/".format(s, s, b) for s in (1, 2, 3, 4) for b in (0, 1)]
+    result = calibrate_onnx(acanet_fp32.path, SyntheticImages(4, size=73, seed=0), num_images=4, target=target,
+                            cache_dir=str(tmp_path / "cache"))
+    graph = onnx.load(result.path).graph
+    producer = {out: node for node in graph.node for out in node.output}
+    consumers = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+
+    def quantized_input(node):  # Conv ← DequantizeLinear ← QuantizeLinear: the conv runs in INT8
+        return any(producer.get(name) is not None and producer[name].op_type == "DequantizeLinear" for name in node.input)
+
+    def quantized_output(node):
+        return any(c.op_type == "QuantizeLinear" for out in node.output for c in consumers.get(out, []))
+
+    in_scope = [n for n in graph.node if any(n.name.startswith(s) for s in scopes)]
+    products = [n for n in in_scope if n.op_type in ("Mul", "ReduceSum", "Softmax")]
+    convs = [n for n in in_scope if n.op_type == "Conv"]
+    # The attention stays float; the one product per block that feeds a conv (q/√d → position conv) is
+    # quantized as that conv's input.
+    assert len(products) > 100 and sum(quantized_output(n) for n in products) == len(scopes)
+    assert convs and all(quantized_input(n) for n in convs)  # q/k/v, fc, shift and position convs are INT8
+    assert result.record["int8_check"]["top1_agreement"] == 1.0 and result.record["int8_check"]["min_cosine"] > 0.99

@@ -181,3 +181,24 @@ def test_attention_products_stay_float_and_float_casts_are_kept():
     proto = helper.make_model(graph)
     assert float_nodes(proto) == ["weight_product", "pick", "cam_product"]  # w is read twice
     assert float_casts(proto) == ["to_float"]
+
+
+def test_float_scopes_keep_all_but_their_convs_float():
+    from onnx import helper
+
+    from fgvc_edge.precision.int8 import float_nodes
+
+    w = numpy_helper.from_array(np.ones((2, 2, 1, 1), np.float32), "w")
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["q"], name="/layer1/layer1.0/conv2/conv2.0/q/Conv"),
+        helper.make_node("Mul", ["q", "q"], ["p"], name="/layer1/layer1.0/conv2/conv2.0/Mul_3"),
+        helper.make_node("ReduceSum", ["p"], ["s"], name="/layer1/layer1.0/conv2/conv2.0/ReduceSum"),
+        helper.make_node("Add", ["s", "x"], ["y"], name="/layer1/layer1.0/Add"),  # the residual: quantized
+        helper.make_node("Mul", ["y", "y"], ["z"], name="/layer1/layer1.0/conv2/conv2.00/Mul"),  # another scope
+    ]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 4, 4])],
+                              [helper.make_tensor_value_info("z", TensorProto.FLOAT, None)], [w])
+    proto = helper.make_model(graph)
+    assert float_nodes(proto) == []
+    assert float_nodes(proto, ["/layer1/layer1.0/conv2/conv2.0/"]) == [
+        "/layer1/layer1.0/conv2/conv2.0/Mul_3", "/layer1/layer1.0/conv2/conv2.0/ReduceSum"]
