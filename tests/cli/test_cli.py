@@ -164,7 +164,8 @@ def test_bench_runtimes_none_counts_only(tmp_path):
     assert (tmp_path / "b.csv").exists()
 
 
-def test_bench_int8_rows(tmp_path):
+def test_bench_int8_rows(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the INT8 cache goes to ./calibration, not the checkout's
     out = tmp_path / "b.json"
     result = invoke("bench", "resnet18", "--input-size", 32, "--runtimes", "onnxruntime", "--precisions", "fp32,int8",
                     "--iters", 2, "--warmup", 0, "--json", out, "--markdown", tmp_path / "b.md")
