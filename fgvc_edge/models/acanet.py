@@ -249,6 +249,12 @@ class FCSA(nn.Module):
             self.shift_conv.weight.copy_(shifts.unsqueeze(0).expand(self.channels, -1, -1, -1))
             self.shift_conv.bias.zero_()
 
+    def uncounted_macs(self, x: torch.Tensor) -> int:
+        """The window attention's products, which fvcore does not count (elementwise Mul + sum): q·k and
+        attention·v over window² offsets for every channel, and the 2-channel positional term per head."""
+        n, c, h, w = x.shape
+        return int(n * self.window ** 2 * h * w * (2 * c + 2 * self.heads))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         q, k, v = self.q(x), self.k(x), self.v(x)
         return self.rate_att * self._attention(q, k, v) + self.rate_conv * self._conv(q, k, v)

@@ -27,6 +27,25 @@ def count_macs(model: nn.Module, input_size: int, batch: int = 1) -> Tuple[int, 
         with torch.no_grad():
             total = int(analysis.total())
         skipped = dict(analysis.unsupported_ops())
+        total += _uncounted_macs(model, x)
     finally:
         model.train(was_training)
     return total, skipped
+
+
+def _uncounted_macs(model: nn.Module, x: torch.Tensor) -> int:
+    """MACs fvcore cannot see: modules computing products elementwise (ACANet's FCSA window attention is
+    q·k and attention·v as Mul + ReduceSum) report them through ``uncounted_macs(input)``."""
+    counters = [m for m in model.modules() if callable(getattr(m, "uncounted_macs", None))]
+    if not counters:
+        return 0
+    found = []
+    hooks = [m.register_forward_hook(lambda mod, args, out: found.append(int(mod.uncounted_macs(args[0]))))
+             for m in counters]
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return sum(found)

@@ -263,3 +263,15 @@ def test_int8_quantizes_fcsa_convs_and_keeps_its_attention_float(target, acanet_
     assert len(products) > 100 and sum(quantized_output(n) for n in products) == len(scopes)
     assert convs and all(quantized_input(n) for n in convs)  # q/k/v, fc, shift and position convs are INT8
     assert result.record["int8_check"]["top1_agreement"] == 1.0 and result.record["int8_check"]["min_cosine"] > 0.99
+
+
+def test_macs_count_the_window_attention_products(monkeypatch):
+    from fgvc_edge.models.complexity import count_macs
+
+    model = create_model("acanet_resnet18", num_classes=5, input_size=64)
+    with_attention, _ = count_macs(model, 64)
+    monkeypatch.setattr(FCSA, "uncounted_macs", lambda self, x: 0)
+    convs_only, _ = count_macs(model, 64)
+    # Basic blocks keep FCSA's width: 2 blocks per stage at 16², 8², 4², 2² for a 64 px input.
+    expected = sum(2 * 49 * s * s * (2 * c + 2 * 4) for c, s in ((64, 16), (128, 8), (256, 4), (512, 2)))
+    assert with_attention - convs_only == expected
