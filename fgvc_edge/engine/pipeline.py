@@ -127,7 +127,7 @@ def export_cached(name: str, *, checkpoint: Optional[str], mode: Optional[str], 
     import torch
 
     from fgvc_edge.export import export_onnx
-    from fgvc_edge.export.onnx_export import DEFAULT_OPSET
+    from fgvc_edge.export.onnx_export import DEFAULT_OPSET, EXPORT_REVISION
     from fgvc_edge.models import create_model, get_model_config
 
     config = get_model_config(name)
@@ -145,7 +145,7 @@ def export_cached(name: str, *, checkpoint: Optional[str], mode: Optional[str], 
     key = digest({"model": name, "args": model.model_args, "num_classes": model.config.num_classes,
                   "input_size": model.config.input_size, "batch": batch, "opset": DEFAULT_OPSET,
                   "weights": _state_digest(model), "checkpoint": str(checkpoint) if checkpoint else None,
-                  "torch": torch.__version__})
+                  "torch": torch.__version__, "export_revision": EXPORT_REVISION})
     variant = getattr(model, "variant", None)
     stem = name + ("-" + variant.replace("+", "_") if variant else "")
     path = os.path.join(intermediate_dir, "{}-fp32-{}-{}.onnx".format(stem, profile.label, key[:16]))

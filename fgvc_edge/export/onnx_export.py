@@ -113,6 +113,11 @@ def model_record(model: nn.Module, *, checkpoint: Optional[str] = None) -> Dict[
     }
 
 
+# Bumped whenever an export's graph or record changes for the same model (build caches key on it):
+# 2 = the record carries ``int8_float_scopes``.
+EXPORT_REVISION = 2
+
+
 def onnx_scope(module_name: str) -> str:
     """The node-name prefix the TorchScript exporter gives a submodule's ops: ``layer1.0.conv2.0`` →
     ``/layer1/layer1.0/conv2/conv2.0/`` (a container's child index is named with its parent's name)."""

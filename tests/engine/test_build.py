@@ -36,6 +36,10 @@ def test_onnxruntime_fp16_from_a_model_name_reuses_intermediates(tmp_path, monke
     # A different head size is a different model: nothing reused.
     third = build("resnet18", "fp16", target="onnxruntime", num_classes=5, input_size=32)
     assert third.reused == [] and third.intermediates["fp32"] != first.intermediates["fp32"]
+    # A new export revision (the exporter's graph or record changed) is not served a stale export.
+    monkeypatch.setattr("fgvc_edge.export.onnx_export.EXPORT_REVISION", 10**6)
+    fourth = build("resnet18", "fp16", target="onnxruntime", num_classes=4, input_size=32)
+    assert "fp32" not in fourth.reused and fourth.intermediates["fp32"] != first.intermediates["fp32"]
 
 
 def test_tensorrt_engine_sidecar_and_deepstream_files(fake_gpu_stack, tiny_onnx, tmp_path, monkeypatch):
