@@ -87,11 +87,23 @@ def structure_record(model: nn.Module) -> Dict[str, Any]:
 def read_checkpoint(path: str) -> Tuple[Dict[str, Any], Dict[str, torch.Tensor]]:
     """(record, state dict) of a checkpoint folder; a clear error for anything else."""
     safetensors_torch = require("safetensors.torch", "toolkit")
+    record = read_checkpoint_record(path)
+    weights_path = os.path.join(checkpoint_dir(path), WEIGHTS_FILE)
+    try:
+        state = safetensors_torch.load_file(weights_path)
+    except FileNotFoundError:
+        raise UserInputError("checkpoint {} has no {}".format(path, WEIGHTS_FILE)) from None
+    except Exception as exc:  # safetensors raises SafetensorError / OSError on corrupt files
+        raise UserInputError("cannot read {}: {}".format(weights_path, str(exc).splitlines()[0])) from None
+    return record, state
+
+
+def read_checkpoint_record(path: str) -> Dict[str, Any]:
+    """The ``fgvc.json`` record of a checkpoint folder, without loading its tensors."""
     folder = checkpoint_dir(path)
     if not os.path.exists(folder):
         raise UserInputError("no such checkpoint: {}".format(path))
     record_path = os.path.join(folder, RECORD_FILE)
-    weights_path = os.path.join(folder, WEIGHTS_FILE)
     if not os.path.isdir(folder) or not os.path.exists(record_path):
         raise UserInputError(
             "{} is not an fgvc-edge checkpoint (a folder with {} and {})".format(path, WEIGHTS_FILE, RECORD_FILE)
@@ -101,13 +113,7 @@ def read_checkpoint(path: str) -> Tuple[Dict[str, Any], Dict[str, torch.Tensor]]
         raise UserInputError("{} is not an fgvc-edge checkpoint record".format(record_path))
     if int(record.get("schema_version", 0)) > CHECKPOINT_SCHEMA:
         raise UserInputError("{} needs a newer fgvc-edge (schema {})".format(path, record.get("schema_version")))
-    try:
-        state = safetensors_torch.load_file(weights_path)
-    except FileNotFoundError:
-        raise UserInputError("checkpoint {} has no {}".format(path, WEIGHTS_FILE)) from None
-    except Exception as exc:  # safetensors raises SafetensorError / OSError on corrupt files
-        raise UserInputError("cannot read {}: {}".format(weights_path, str(exc).splitlines()[0])) from None
-    return record, state
+    return record
 
 
 def load_training_state(path: str) -> Optional[Dict[str, Any]]:

@@ -102,7 +102,6 @@ def run_bench(targets: Sequence[str], settings: BenchSettings, progress: Progres
 
 def expand_points(names: Sequence[str], settings: BenchSettings) -> List[ModelPoint]:
     """Configurations to measure, baselines of paper rows included, each once, in a stable order."""
-    from fgvc_edge.checkpoint import read_checkpoint
     from fgvc_edge.models import get_model_config
 
     points: List[ModelPoint] = []
@@ -139,12 +138,11 @@ def expand_points(names: Sequence[str], settings: BenchSettings) -> List[ModelPo
 def _checkpoint_points(name: str, variants: Sequence[Optional[str]], settings: BenchSettings) -> List[ModelPoint]:
     """A checkpoint is measured at the size and classes it was saved with unless told otherwise; after the
     architecture it had before its structure transforms (if any, and ``settings.before``)."""
-    from fgvc_edge.checkpoint import read_checkpoint
-
-    record = read_checkpoint(settings.checkpoint)[0]
-    transformed = bool((record.get("structure") or {}).get("transforms"))
+    from fgvc_edge.checkpoint import read_checkpoint_record
     from fgvc_edge.models import get_model_config
 
+    record = read_checkpoint_record(settings.checkpoint)
+    transformed = bool((record.get("structure") or {}).get("transforms"))
     size = settings.input_size or record.get("input_size") or get_model_config(name).input_size
     classes = record["num_classes"]
     points = []
@@ -159,22 +157,13 @@ def _checkpoint_points(name: str, variants: Sequence[Optional[str]], settings: B
 
 def _reference_checkpoint(checkpoint: str, folder: str) -> str:
     """A checkpoint of ``checkpoint``'s model as built before its structure transforms (random weights)."""
-    from fgvc_edge.checkpoint import read_checkpoint, save_checkpoint
+    from fgvc_edge.checkpoint import read_checkpoint_record, save_checkpoint
     from fgvc_edge.models import create_model
 
-    record = read_checkpoint(checkpoint)[0]
+    record = read_checkpoint_record(checkpoint)
     model = create_model(record["model"], num_classes=record["num_classes"], input_size=record.get("input_size"),
                          **record.get("model_args", {}))
     return save_checkpoint(model, os.path.join(folder, "before"))
-
-
-def _transforms(checkpoint: Optional[str]) -> List[str]:
-    if not checkpoint:
-        return []
-    from fgvc_edge.checkpoint import read_checkpoint
-
-    steps = (read_checkpoint(checkpoint)[0].get("structure") or {}).get("transforms") or []
-    return [str(step.get("name")) for step in steps]
 
 
 def bench_model_point(point: ModelPoint, settings: BenchSettings, progress: Progress) -> List[Row]:
@@ -207,7 +196,7 @@ def _bench_model_point(point: ModelPoint, settings: BenchSettings, progress: Pro
         "model": point.model,
         "variant": point.variant,
         "checkpoint": point.checkpoint,
-        "transforms": _transforms(point.checkpoint),
+        "transforms": [str(step.get("name")) for step in getattr(model, "structure_transforms", [])],
         "before_of": point.before_of,
         "input_size": point.input_size,
         "num_classes": model.config.num_classes,
