@@ -32,13 +32,14 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=20)
     args = parser.parse_args()
 
-    from fgvc_edge.engine import build, synthetic_int8_deployable
+    from fgvc_edge.engine import BuildSettings, ModelOptions, build, synthetic_int8_deployable
     from fgvc_edge.runtime import OnnxRunner
 
     with tempfile.TemporaryDirectory() as tmp:
-        common = dict(input_size=args.input_size, mode=args.mode, intermediate_dir=tmp + "/c", calibration_dir=tmp + "/k")
-        fp32 = build(args.model, "fp32", target="onnxruntime", output=tmp + "/fp32.onnx", **common)
-        int8 = synthetic_int8_deployable(args.model, output=tmp + "/int8.onnx", **common)
+        model = ModelOptions(mode=args.mode, input_size=args.input_size)
+        dirs = dict(intermediate_dir=tmp + "/c", calibration_dir=tmp + "/k")
+        fp32 = build(args.model, BuildSettings("fp32", "onnxruntime", **dirs), model=model, output=tmp + "/fp32.onnx")
+        int8 = synthetic_int8_deployable(args.model, model=model, output=tmp + "/int8.onnx", **dirs)
         x = np.random.default_rng(0).standard_normal((1, 3, args.input_size, args.input_size)).astype(np.float32)
         figures = {}
         for label, result in (("fp32", fp32), ("int8", int8)):

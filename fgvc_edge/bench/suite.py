@@ -241,16 +241,14 @@ def _bench_model_point(point: ModelPoint, settings: BenchSettings, progress: Pro
 def _int8_deployable(point: ModelPoint, checkpoint: Optional[str], batch: int, folder: str, progress: Progress) -> str:
     """ONNX Runtime INT8 (u8 activations) of the measured model, calibrated on synthetic images (speed only)."""
     from fgvc_edge.engine.pipeline import synthetic_int8_deployable
+    from fgvc_edge.export.cache import ModelOptions
 
     _say(progress, "calibrating INT8 {} b{}".format(_label(point), batch))
     result = synthetic_int8_deployable(
         point.model,
+        model=ModelOptions(checkpoint, point.variant, None if checkpoint else point.num_classes, point.input_size),
         num_images=SYNTHETIC_CALIBRATION_IMAGES,
         batch=batch,
-        input_size=point.input_size,
-        num_classes=None if checkpoint else point.num_classes,
-        mode=point.variant,
-        checkpoint=checkpoint,
         output=os.path.join(folder, "int8-b{}.onnx".format(batch)),
     )
     return result.path

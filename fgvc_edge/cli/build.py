@@ -36,13 +36,18 @@ def build_cmd(
     output: OutputOpt = None,
 ) -> None:
     """Build SOURCE into a deployable: export → FP16/INT8 ONNX → engine (each step cached by content)."""
-    from fgvc_edge.engine import build
+    from fgvc_edge.engine import BuildSettings, CalibrationSettings, ModelOptions, TensorRTOptions, build
 
     fail_if_exists_as_dir(output)
     chosen = [name for name, flag in (("fp32", fp32), ("fp16", fp16), ("int8", int8)) if flag]
     if len(chosen) != 1:
         raise UserInputError("choose exactly one of --fp32, --fp16, --int8")
-    profile = batch_profile(batch, min_batch, opt_batch, max_batch)
+    settings = BuildSettings(
+        precision=chosen[0], target=target, profile=batch_profile(batch, min_batch, opt_batch, max_batch),
+        calibration=CalibrationSettings(calib_data and str(calib_data), calib_method, calib_images),
+        tensorrt=TensorRTOptions(workspace, timing_cache and str(timing_cache), dla_core, version_compatible),
+    )
+    model = ModelOptions(checkpoint and str(checkpoint), mode, num_classes, input_size)
     calib_total = None
     if chosen[0] == "int8" and calib_data is not None:
         from fgvc_edge.precision import select_images
@@ -50,13 +55,7 @@ def build_cmd(
         calib_total = len(select_images(str(calib_data), calib_images))
     progress = calibration_progress(calib_total) if calib_total else contextlib.nullcontext(None)
     with progress as advance:
-        result = build(
-            source, chosen[0], target=target, checkpoint=checkpoint and str(checkpoint), mode=mode,
-            num_classes=num_classes, input_size=input_size, calib_data=calib_data and str(calib_data),
-            calib_method=calib_method, calib_images=calib_images, profile=profile, workspace_gib=workspace,
-            timing_cache=timing_cache and str(timing_cache), dla_core=dla_core, version_compatible=version_compatible,
-            output=output and str(output), on_calib_batch=advance,
-        )
+        result = build(source, settings, model=model, output=output and str(output), on_calib_batch=advance)
     reused = " (reused: {})".format(", ".join(result.reused)) if result.reused else ""
     console.print("wrote {} (+ .json){}".format(result.path, reused), highlight=False)
     for extra in result.extra_files:

@@ -6,7 +6,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from PIL import Image
 
 from fgvc_edge.errors import UserInputError, require
-from fgvc_edge.runtime.preprocess import to_rgb
+from fgvc_edge.contract.preprocess import to_rgb
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".gif")
 

@@ -11,7 +11,7 @@ from typing import Any, List, Optional
 import numpy as np
 
 from fgvc_edge.errors import UserInputError
-from fgvc_edge.runtime.preprocess import Preprocess
+from fgvc_edge.contract.preprocess import Preprocess
 
 CHECKPOINT_FILES = ("model.safetensors", "fgvc.json")
 

@@ -33,7 +33,7 @@ from fgvc_edge.evaluate.metrics import (
     write_confusion_png,
     write_per_class_csv,
 )
-from fgvc_edge.runtime.preprocess import Preprocess
+from fgvc_edge.contract.preprocess import Preprocess
 
 DEFAULT_BATCH = 32
 # Test order of batch-dependent models (see the module docstring); the trainer's validation uses it too.

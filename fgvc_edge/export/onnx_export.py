@@ -19,7 +19,7 @@ from torch import nn
 from fgvc_edge._io import atomic_path, sha256_file
 from fgvc_edge._version import __version__
 from fgvc_edge.errors import FgvcError, UserInputError, require
-from fgvc_edge.runtime.sidecar import METADATA_KEY, SCHEMA_VERSION, write_sidecar
+from fgvc_edge.contract.sidecar import METADATA_KEY, SCHEMA_VERSION, write_sidecar
 
 log = logging.getLogger(__name__)
 

@@ -63,7 +63,7 @@ from torch import nn
 from fgvc_edge.errors import UserInputError
 from fgvc_edge.models._registry import ModelConfig, register_model
 from fgvc_edge.models.base import FgvcModel
-from fgvc_edge.runtime.preprocess import Preprocess
+from fgvc_edge.contract.preprocess import Preprocess
 
 SHORTCUTS = ("conv2x2", "conv1x1")
 

@@ -55,7 +55,7 @@ from fgvc_edge.errors import UserInputError
 from fgvc_edge.models._registry import ModelConfig, register_model
 from fgvc_edge.models.base import FgvcModel
 from fgvc_edge.models.layers import ResNetTrunk
-from fgvc_edge.runtime.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess
+from fgvc_edge.contract.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess
 
 CARE_WIDTH = 256  # C, inferred from Table 2's 25.0M (see the module docstring)
 GUIDANCE_SCALE = 0.2  # λ of eq. (3), §3.B

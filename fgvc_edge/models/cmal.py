@@ -58,7 +58,7 @@ from fgvc_edge.errors import FgvcError, UserInputError, require
 from fgvc_edge.models._registry import ModelConfig, register_model
 from fgvc_edge.models.base import FgvcModel
 from fgvc_edge.models.layers import ResNetTrunk
-from fgvc_edge.runtime.preprocess import Preprocess
+from fgvc_edge.contract.preprocess import Preprocess
 
 MODES = ("raw+aoval", "raw")
 BLOCK_HIDDEN = 512  # C_v/2: the 1×1 conv's width (eq. (3); official conv_block*.0)

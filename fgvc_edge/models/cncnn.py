@@ -63,7 +63,7 @@ from fgvc_edge.errors import UserInputError
 from fgvc_edge.models._registry import ModelConfig, register_model
 from fgvc_edge.models.base import FgvcModel
 from fgvc_edge.models.layers import ResNetTrunk
-from fgvc_edge.runtime.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess
+from fgvc_edge.contract.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess
 
 PYRAMID_WIDTH = 256  # official ``feature_size`` / ConvLSTM hidden size
 CHANNEL_REDUCTION = 16  # channel mask 256 → 16 → 256 (official ``ChannelGate``)

@@ -56,7 +56,7 @@ from torchvision.ops import StochasticDepth
 from fgvc_edge.errors import UserInputError
 from fgvc_edge.models._registry import ModelConfig, register_model
 from fgvc_edge.models.base import FgvcModel
-from fgvc_edge.runtime.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess
+from fgvc_edge.contract.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess
 
 EMBED_DIM = 1024  # "The dimension of the embedding of the encoder network is set to 1024."
 PSNR_EPS = 1.0 / 255.0

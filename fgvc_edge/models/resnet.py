@@ -10,7 +10,7 @@ from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
 from fgvc_edge.models._registry import ModelConfig, register_model
 from fgvc_edge.models.base import FgvcModel
-from fgvc_edge.runtime.preprocess import Preprocess
+from fgvc_edge.contract.preprocess import Preprocess
 
 _TORCHVISION_SOURCE = "torchvision.models.resnet (He et al., CVPR 2016), head resized to num_classes"
 

@@ -1,5 +1,4 @@
 """Reading an ONNX artifact's record and writing typed ONNX files with theirs (sidecar + metadata_props)."""
-import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -9,8 +8,15 @@ import numpy as np
 
 from fgvc_edge._io import atomic_path, sha256_file
 from fgvc_edge.errors import UserInputError, require
-from fgvc_edge.runtime.preprocess import Preprocess
-from fgvc_edge.runtime.sidecar import METADATA_KEY, SCHEMA_VERSION, onnx_metadata_record, read_sidecar, write_sidecar
+from fgvc_edge.contract.preprocess import Preprocess
+from fgvc_edge.contract.sidecar import (
+    METADATA_KEY,
+    SCHEMA_VERSION,
+    onnx_metadata_record,
+    read_sidecar,
+    write_sidecar,
+)
+
 
 @dataclass
 class TypedOnnx:
@@ -19,10 +25,6 @@ class TypedOnnx:
     path: str
     record: Dict[str, Any]
     cache_hit: bool
-
-
-# Bump when the way a cached artifact is produced changes, so old cache entries stop matching.
-CACHE_FORMAT = 1
 
 
 def load_onnx(path: str) -> Any:
@@ -66,12 +68,6 @@ def graph_io(proto: Any) -> Tuple[str, str, Optional[int], int]:
     return inputs[0].name, proto.graph.output[0].name, batch, int(dims[3].dim_value)
 
 
-def digest(parts: Any) -> str:
-    """sha256 of a JSON-serialisable description (keys sorted): the cache key of an intermediate."""
-    payload = json.dumps({"cache_format": CACHE_FORMAT, "parts": parts}, sort_keys=True, default=str)
-    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
-
-
 def save_typed_onnx(proto: Any, path: str, record: Dict[str, Any]) -> Dict[str, Any]:
     """Write ``proto`` with ``record`` in its metadata (atomically), then the sidecar with its sha256."""
     onnx = require("onnx", "toolkit")
@@ -87,16 +83,6 @@ def save_typed_onnx(proto: Any, path: str, record: Dict[str, Any]) -> Dict[str, 
     record = dict(record)
     record["sha256"] = sha256_file(path)
     write_sidecar(path, record)
-    return record
-
-
-def cached_record(path: str, key: str) -> Optional[Dict[str, Any]]:
-    """The record of a cached artifact if it exists, is intact and was made for ``key``."""
-    if not os.path.isfile(path):
-        return None
-    record = read_sidecar(path)
-    if not record or record.get("cache_key") != key or record.get("sha256") != sha256_file(path):
-        return None
     return record
 
 

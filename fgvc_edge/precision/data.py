@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image
 
 from fgvc_edge.errors import UserInputError
-from fgvc_edge.runtime.preprocess import ImageLike, Preprocess
+from fgvc_edge.contract.preprocess import ImageLike, Preprocess
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 # Below this many images the activation ranges are dominated by single images; refuse rather than

@@ -20,12 +20,11 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 
 from fgvc_edge._io import sha256_file
+from fgvc_edge.contract.sidecar import cached_record, digest
 from fgvc_edge.errors import FgvcError, UserInputError, require
 from fgvc_edge.precision._artifact import (
     TypedOnnx,
-    cached_record,
     compare_outputs,
-    digest,
     graph_io,
     load_onnx,
     save_typed_onnx,

@@ -33,12 +33,11 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 import numpy as np
 
 from fgvc_edge._io import atomic_path, sha256_file
+from fgvc_edge.contract.sidecar import cached_record, digest
 from fgvc_edge.errors import UserInputError, require
 from fgvc_edge.precision._artifact import (
     TypedOnnx,
-    cached_record,
     compare_outputs,
-    digest,
     graph_io,
     load_onnx,
     record_preprocess,
@@ -46,7 +45,7 @@ from fgvc_edge.precision._artifact import (
     source_record,
 )
 from fgvc_edge.precision.data import ImageStream, SyntheticImages, select_images
-from fgvc_edge.runtime.preprocess import ImageLike
+from fgvc_edge.contract.preprocess import ImageLike
 
 TARGETS = ("tensorrt", "onnxruntime")
 METHODS = ("minmax", "entropy", "percentile")

@@ -14,8 +14,8 @@ from typing import Any
 from fgvc_edge.errors import UserInputError
 from fgvc_edge.runtime.base import Prediction, Runner
 from fgvc_edge.runtime.onnx_runner import OnnxRunner
-from fgvc_edge.runtime.preprocess import Preprocess
-from fgvc_edge.runtime.sidecar import read_sidecar
+from fgvc_edge.contract.preprocess import Preprocess
+from fgvc_edge.contract.sidecar import read_sidecar
 
 __all__ = ["load", "OnnxRunner", "Prediction", "Preprocess", "Runner", "TensorRTRunner", "read_sidecar"]
 

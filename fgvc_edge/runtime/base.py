@@ -12,7 +12,7 @@ from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Union
 import numpy as np
 
 from fgvc_edge.errors import UserInputError
-from fgvc_edge.runtime.preprocess import ImageLike, Preprocess
+from fgvc_edge.contract.preprocess import ImageLike, Preprocess
 
 
 class Prediction(NamedTuple):

@@ -6,7 +6,7 @@ import numpy as np
 
 from fgvc_edge.errors import UserInputError, require
 from fgvc_edge.runtime.base import Runner
-from fgvc_edge.runtime.sidecar import onnx_metadata_record, read_sidecar
+from fgvc_edge.contract.sidecar import onnx_metadata_record, read_sidecar
 
 # Preferred order when the caller names none: the fastest provider that this onnxruntime build has.
 PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")

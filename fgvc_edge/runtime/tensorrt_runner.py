@@ -34,7 +34,7 @@ import numpy as np
 
 from fgvc_edge.errors import FgvcError, UserInputError
 from fgvc_edge.runtime.base import Runner
-from fgvc_edge.runtime.sidecar import read_sidecar
+from fgvc_edge.contract.sidecar import read_sidecar
 
 log = logging.getLogger(__name__)
 

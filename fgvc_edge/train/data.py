@@ -1,6 +1,6 @@
 """Torch data pipeline over the readers' (path, label) lists: transforms, skipping loaders, sharded sampling.
 
-Evaluation transforms are the model's own :class:`~fgvc_edge.runtime.preprocess.Preprocess` (numpy + PIL),
+Evaluation transforms are the model's own :class:`~fgvc_edge.contract.preprocess.Preprocess` (numpy + PIL),
 so the accuracy the trainer reports is computed on the exact tensors a deployed runner sees. Training
 transforms resize the way that Preprocess does, then apply the recipe's random crop / flip / rotation.
 
@@ -17,7 +17,7 @@ from torchvision import transforms
 
 from fgvc_edge.datasets import Sample, open_image
 from fgvc_edge.errors import UserInputError
-from fgvc_edge.runtime.preprocess import Preprocess
+from fgvc_edge.contract.preprocess import Preprocess
 from fgvc_edge.train.recipes import Augment
 
 _INTERPOLATION = {

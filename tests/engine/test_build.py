@@ -6,7 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 from fgvc_edge.cli import app
-from fgvc_edge.engine import BatchProfile, build, synthetic_int8_deployable
+from fgvc_edge.engine import BatchProfile, BuildSettings, ModelOptions, build, synthetic_int8_deployable
 from fgvc_edge.errors import UserInputError
 from fgvc_edge.runtime import OnnxRunner, read_sidecar
 
@@ -22,30 +22,31 @@ def test_cli_refuses_tensorrt_without_it_in_one_line(tmp_path, monkeypatch):
 
 def test_onnxruntime_fp16_from_a_model_name_reuses_intermediates(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    first = build("resnet18", "fp16", target="onnxruntime", num_classes=4, input_size=32)
+    settings = BuildSettings("fp16", "onnxruntime")
+    first = build("resnet18", settings, model=ModelOptions(num_classes=4, input_size=32))
     assert first.path == os.path.join("engines", "resnet18-fp16-b1.onnx") and first.reused == []
     record = read_sidecar(first.path)
     assert record["precision"] == "fp16" and record["target"] == "onnxruntime"
     assert record["fp16_check"]["top1_agreement"] == 1.0 and record["fp16_check"]["rel_error"] < 1e-2
-    second = build("resnet18", "fp16", target="onnxruntime", num_classes=4, input_size=32)
+    second = build("resnet18", settings, model=ModelOptions(num_classes=4, input_size=32))
     assert second.reused == ["fp32", "fp16"]
     x = np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32)
     with OnnxRunner(first.intermediates["fp32"]) as fp32, OnnxRunner(first.path) as fp16:
         ref, out = fp32.infer(x), fp16.infer(x)
     assert np.linalg.norm(out - ref) / np.linalg.norm(ref) < 1e-2
     # A different head size is a different model: nothing reused.
-    third = build("resnet18", "fp16", target="onnxruntime", num_classes=5, input_size=32)
+    third = build("resnet18", settings, model=ModelOptions(num_classes=5, input_size=32))
     assert third.reused == [] and third.intermediates["fp32"] != first.intermediates["fp32"]
     # A new export revision (the exporter's graph or record changed) is not served a stale export.
     monkeypatch.setattr("fgvc_edge.export.onnx_export.EXPORT_REVISION", 10**6)
-    fourth = build("resnet18", "fp16", target="onnxruntime", num_classes=4, input_size=32)
+    fourth = build("resnet18", settings, model=ModelOptions(num_classes=4, input_size=32))
     assert "fp32" not in fourth.reused and fourth.intermediates["fp32"] != first.intermediates["fp32"]
 
 
 def test_tensorrt_engine_sidecar_and_deepstream_files(fake_gpu_stack, tiny_onnx, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     trt, _ = fake_gpu_stack("10.13")
-    result = build(tiny_onnx["dynamic"], "fp16", profile=BatchProfile(1, 2, 4), intermediate_dir=str(tmp_path / "c"))
+    result = build(tiny_onnx["dynamic"], BuildSettings("fp16", profile=BatchProfile(1, 2, 4), intermediate_dir=str(tmp_path / "c")))
     assert result.path == os.path.join("engines", "resnet18-fp16-bdyn.engine")
     record = read_sidecar(result.path)
     assert record["schema_version"] == 1 and record["tensorrt_version"] == "10.13.3.9"
@@ -62,23 +63,23 @@ def test_tensorrt_engine_sidecar_and_deepstream_files(fake_gpu_stack, tiny_onnx,
 
 def test_model_options_refused_for_an_onnx_file(tiny_onnx):
     with pytest.raises(UserInputError, match="--checkpoint/--num-classes apply to a model name"):
-        build(tiny_onnx["fixed"], "fp32", target="onnxruntime", checkpoint="x", num_classes=3)
+        build(tiny_onnx["fixed"], BuildSettings("fp32", "onnxruntime"), model=ModelOptions(checkpoint="x", num_classes=3))
 
 
 def test_mode_refused_for_a_model_without_variants(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(UserInputError, match="has no modes"):
-        build("resnet18", "fp32", target="onnxruntime", mode="raw", input_size=32)
+        build("resnet18", BuildSettings("fp32", "onnxruntime"), model=ModelOptions(mode="raw", input_size=32))
 
 
 def test_int8_needs_calibration_data(tmp_path, monkeypatch, tiny_onnx):
     with pytest.raises(UserInputError, match="--calib-data"):
-        build(tiny_onnx["fixed"], "int8", target="onnxruntime")
+        build(tiny_onnx["fixed"], BuildSettings("int8", "onnxruntime"))
 
 
 def test_synthetic_int8_deployable_is_labelled(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    result = synthetic_int8_deployable("resnet18", num_images=8, input_size=32)
+    result = synthetic_int8_deployable("resnet18", model=ModelOptions(input_size=32), num_images=8)
     record = read_sidecar(result.path)
     assert result.path.endswith("resnet18-int8-b1.onnx")
     assert record["calibration_note"].startswith("calibrated on synthetic images")

@@ -3,7 +3,7 @@ import numpy as np
 import onnx
 import pytest
 
-from fgvc_edge.engine.pipeline import build
+from fgvc_edge.engine import BuildSettings, CalibrationSettings, ModelOptions, build
 from fgvc_edge.models import get_model_config, list_models
 from fgvc_edge.runtime import load
 
@@ -23,10 +23,11 @@ def test_onnxruntime_fp32_and_int8_builds_run(name, variant, tmp_path, tiny):
     size = get_model_config(name).min_input_size
     images = tmp_path / "calib"
     tiny.write_imagefolder(str(images), classes=2, train_per_class=4, test_per_class=0, size=size + 8)
-    common = dict(target="onnxruntime", mode=variant, num_classes=5, input_size=size,
-                  intermediate_dir=str(tmp_path / "cache"), calibration_dir=str(tmp_path / "calibration"))
-    fp32 = build(name, "fp32", output=str(tmp_path / "fp32.onnx"), **common)
-    int8 = build(name, "int8", output=str(tmp_path / "int8.onnx"), calib_data=str(images), calib_images=8, **common)
+    model = ModelOptions(mode=variant, num_classes=5, input_size=size)
+    dirs = dict(target="onnxruntime", intermediate_dir=str(tmp_path / "cache"), calibration_dir=str(tmp_path / "calibration"))
+    fp32 = build(name, BuildSettings("fp32", **dirs), model=model, output=str(tmp_path / "fp32.onnx"))
+    int8 = build(name, BuildSettings("int8", calibration=CalibrationSettings(str(images), num_images=8), **dirs),
+                 model=model, output=str(tmp_path / "int8.onnx"))
     assert fp32.record["precision"] == "fp32" and int8.record["precision"] == "int8"
     ops = {node.op_type for node in onnx.load(int8.path).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops

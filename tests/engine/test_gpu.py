@@ -6,7 +6,7 @@ FP16 engine vs the FP32 ONNX on ORT: cosine ≥ 0.999 per image. INT8 engine vs 
 import numpy as np
 import pytest
 
-from fgvc_edge.engine import BatchProfile, build
+from fgvc_edge.engine import BatchProfile, BuildSettings, CalibrationSettings, ModelOptions, build
 from fgvc_edge.precision import SyntheticImages
 from fgvc_edge.runtime import OnnxRunner
 from fgvc_edge.runtime.tensorrt_runner import TensorRTRunner
@@ -26,7 +26,7 @@ def _cosines(a, b):
 @pytest.mark.parametrize("name,size", MODELS)
 def test_fp16_engine_matches_onnxruntime(name, size, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    result = build(name, "fp16", input_size=size, profile=BatchProfile(1, 8, 16))
+    result = build(name, BuildSettings("fp16", profile=BatchProfile(1, 8, 16)), model=ModelOptions(input_size=size))
     with TensorRTRunner(result.path) as engine, OnnxRunner(result.intermediates["fp32"]) as reference:
         x = _images(reference)
         assert _cosines(engine.infer(x), reference.infer(x)).min() >= 0.999
@@ -36,7 +36,8 @@ def test_fp16_engine_matches_onnxruntime(name, size, tmp_path, monkeypatch):
 def test_int8_engine_agrees_with_onnxruntime(name, size, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     calibration = SyntheticImages(64, 256, seed=0)
-    result = build(name, "int8", input_size=size, calib_data=calibration, calib_images=64, profile=BatchProfile.fixed(1))
+    settings = BuildSettings("int8", profile=BatchProfile.fixed(1), calibration=CalibrationSettings(calibration, num_images=64))
+    result = build(name, settings, model=ModelOptions(input_size=size))
     with TensorRTRunner(result.path) as engine, OnnxRunner(result.intermediates["int8"]) as reference:
         x = _images(reference)
         agreement = np.mean(engine.infer(x).argmax(1) == reference.infer(x).argmax(1))

@@ -5,7 +5,7 @@ import pytest
 from fgvc_edge.engine.tensorrt_builder import BatchProfile, GpuInfo, TensorRTSettings, build_engine
 from fgvc_edge.errors import UserInputError
 from fgvc_edge.runtime import OnnxRunner, load, read_sidecar
-from fgvc_edge.runtime.sidecar import write_sidecar
+from fgvc_edge.contract.sidecar import write_sidecar
 from fgvc_edge.runtime.tensorrt_runner import TensorRTRunner, check_engine_compatible
 
 

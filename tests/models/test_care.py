@@ -22,7 +22,7 @@ from fgvc_edge.models.care import (
     ReconstructionBranch,
     ScaleAdaptiveFusion,
 )
-from fgvc_edge.runtime.preprocess import IMAGENET_MEAN, IMAGENET_STD
+from fgvc_edge.contract.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
 SMALL = 64  # v2..v5 at 16/8/4/2 px: every pooling factor is an integer, so hand computations are exact
 WIDTH = 16

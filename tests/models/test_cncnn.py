@@ -11,7 +11,7 @@ from fgvc_edge.errors import UserInputError
 from fgvc_edge.importers.cncnn import convert_official_state_dict, load_official_checkpoint, load_official_state_dict
 from fgvc_edge.models import create_model, get_model_config
 from fgvc_edge.models.cncnn import LevelConvLSTM
-from fgvc_edge.runtime.preprocess import IMAGENET_MEAN, IMAGENET_STD
+from fgvc_edge.contract.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
 NAME = "cncnn_resnet50"
 SIZE = 64  # layer2/3/4 at 8/4/2 px: the ×2 and ×4 upsamplings are real

@@ -15,7 +15,7 @@ from fgvc_edge.models import create_model, get_model_config
 from fgvc_edge.models.complexity import count_params
 from fgvc_edge.models.rbi import PSNR_EPS, ResidualRelationshipAttention, relationship_position_encoding
 from fgvc_edge.runtime import OnnxRunner
-from fgvc_edge.runtime.preprocess import IMAGENET_MEAN, IMAGENET_STD
+from fgvc_edge.contract.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
 BACKBONES = ("densenet121", "mobilenet_v3_large", "convnext_tiny", "swin_t", "swin_s", "convnext_base")
 SIZE = 32

@@ -6,7 +6,7 @@ from PIL import Image
 from torchvision import transforms as T
 
 from fgvc_edge.errors import UserInputError
-from fgvc_edge.runtime.preprocess import Preprocess, to_rgb
+from fgvc_edge.contract.preprocess import Preprocess, to_rgb
 
 
 def torchvision_pipeline(pre: Preprocess):

@@ -16,6 +16,7 @@ RUNTIME_FILES = [
     os.path.join(PACKAGE, "errors.py"),
     os.path.join(PACKAGE, "_io.py"),
     os.path.join(PACKAGE, "_version.py"),
+    os.path.join(PACKAGE, "contract"),
     os.path.join(PACKAGE, "runtime"),
 ]
 

@@ -5,15 +5,18 @@ input shape and batch, preprocessing, class names, precision, provenance and par
 The same facts go into an ONNX file's ``metadata_props`` (key ``fgvc_edge``), so a lone ONNX file still runs.
 Valid on Python 3.8.
 """
+import hashlib
 import json
 import os
 from typing import Any, Dict, List, Optional
 
+from fgvc_edge._io import read_json, sha256_file, write_json
 from fgvc_edge.errors import UserInputError
-from fgvc_edge._io import read_json, write_json
 
 SCHEMA_VERSION = 1
 METADATA_KEY = "fgvc_edge"
+# Bump when the way a cached artifact is produced changes, so old cache entries stop matching.
+CACHE_FORMAT = 1
 
 
 def sidecar_path(artifact: str) -> str:
@@ -59,3 +62,19 @@ def onnx_metadata_record(metadata_props: List[Any]) -> Optional[Dict[str, Any]]:
         return check_schema(json.loads(raw), "ONNX metadata")
     except ValueError:
         return None
+
+
+def digest(parts: Any) -> str:
+    """sha256 of a JSON-serialisable description (keys sorted): the cache key of an intermediate."""
+    payload = json.dumps({"cache_format": CACHE_FORMAT, "parts": parts}, sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+def cached_record(path: str, key: str) -> Optional[Dict[str, Any]]:
+    """The record of a cached artifact if it exists, is intact and was made for ``key``."""
+    if not os.path.isfile(path):
+        return None
+    record = read_sidecar(path)
+    if not record or record.get("cache_key") != key or record.get("sha256") != sha256_file(path):
+        return None
+    return record
