@@ -20,6 +20,7 @@ from torch import nn
 from fgvc_edge._io import atomic_path, read_json, write_json
 from fgvc_edge._version import __version__
 from fgvc_edge.errors import UserInputError, require
+from fgvc_edge.structure import recorded_transforms
 
 CHECKPOINT_FORMAT = "fgvc-edge-checkpoint"
 CHECKPOINT_SCHEMA = 1
@@ -79,7 +80,7 @@ def save_checkpoint(
 def structure_record(model: nn.Module) -> Dict[str, Any]:
     """What was done to the module tree after construction, in order (empty for a freshly built model)."""
     return {
-        "transforms": list(getattr(model, "structure_transforms", [])),
+        "transforms": recorded_transforms(model),
         "num_params": sum(p.numel() for p in model.parameters()),
     }
 

@@ -57,7 +57,3 @@ def fail_if_exists_as_dir(path: Optional[Path]) -> None:
 
     if path is not None and path.is_dir():
         raise UserInputError("output {} is a folder; give a file path".format(path))
-
-
-def stderr_is_tty() -> bool:
-    return sys.stderr.isatty()

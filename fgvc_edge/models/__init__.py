@@ -15,7 +15,7 @@ from fgvc_edge.models._registry import (  # noqa: E402
     register_model,
 )
 from fgvc_edge.models.base import FgvcModel  # noqa: E402
-from fgvc_edge.models.structure import apply_structure  # noqa: E402
+from fgvc_edge.structure import apply_structure  # noqa: E402
 from fgvc_edge.contract.preprocess import Preprocess  # noqa: E402
 
 __all__ = ["FgvcModel", "ModelConfig", "create_model", "get_model_config", "list_models", "register_model"]

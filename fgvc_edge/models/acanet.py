@@ -53,7 +53,7 @@ stacks) the window logits reach 10⁴–10⁶, the softmax becomes an argmax and
 backends shows at the 1e-4 level; at initialisation and with sane statistics parity is ~1e-6–1e-5.
 """
 import functools
-from typing import Any, Dict, List, Optional, Tuple, Type, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple, Type, Union
 
 import numpy as np
 import torch
@@ -62,7 +62,7 @@ from torch import nn
 
 from fgvc_edge.errors import UserInputError
 from fgvc_edge.models._registry import ModelConfig, register_model
-from fgvc_edge.models.base import FgvcModel
+from fgvc_edge.models.base import HEAD, FgvcModel, TracingSurrogate
 from fgvc_edge.contract.preprocess import Preprocess
 
 SHORTCUTS = ("conv2x2", "conv1x1")
@@ -146,6 +146,11 @@ class ACCB(nn.Module):
         fused.bias.data.copy_(bias)
         del self.square, self.hor, self.ver
         self.fused = fused
+
+    def after_pruning(self) -> None:
+        """Take the channel counts back from the convs (pruning changes the tensors, not these attributes)."""
+        conv = self.fused if self.fused is not None else self.square.conv
+        self.in_ch, self.out_ch = conv.in_channels, conv.out_channels
 
 
 @functools.lru_cache(maxsize=None)
@@ -406,6 +411,23 @@ class ACANet(FgvcModel):
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
         return self.fc(torch.flatten(self.avgpool(x), 1))
+
+    def _fcsa_names(self) -> List[str]:
+        return [name for name, module in self.named_modules() if isinstance(module, FCSA)]
+
+    def pruning_ignored_layers(self) -> List[Tuple[str, str]]:
+        fcsa = ("FCSA internals: q/k/v widths are reshaped into 4 heads for window attention and mixed by the "
+                "shift conv (ACmix); its input width is pruned, its output width stays")
+        return [("fc", HEAD)] + [(name, fcsa) for name in self._fcsa_names()]
+
+    def pruning_surrogates(self) -> Dict[str, TracingSurrogate]:
+        # FCSA's 49-offset window loop makes the dependency graph explode; only its boundary matters.
+        return {name: _fcsa_boundary for name in self._fcsa_names()}
+
+
+def _fcsa_boundary(module: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Same channel boundary as FCSA (input → q, k, v; output width = q's), without the window loop."""
+    return lambda x: module.q(x) + module.k(x) + module.v(x)
 
 
 def _cfg(name: str, backbone: str) -> ModelConfig:

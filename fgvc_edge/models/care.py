@@ -45,7 +45,7 @@ reconstruction=False`` (fusion only), row 3 ``reconstruction=False``, row 4 the 
 row 1 is the plain ``resnet50`` model. ``width`` (C) and ``recon_weight`` (λ_recon, Table 4's sweep) are
 builder kwargs too.
 """
-from typing import Any, List, NamedTuple, Union
+from typing import Any, List, NamedTuple, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -53,7 +53,7 @@ from torch import nn
 
 from fgvc_edge.errors import UserInputError
 from fgvc_edge.models._registry import ModelConfig, register_model
-from fgvc_edge.models.base import FgvcModel
+from fgvc_edge.models.base import HEAD, FgvcModel
 from fgvc_edge.models.layers import ResNetTrunk
 from fgvc_edge.contract.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess
 
@@ -184,6 +184,12 @@ class CareNet(FgvcModel):
         if isinstance(outputs, torch.Tensor):
             return F.cross_entropy(outputs, targets)
         return F.cross_entropy(outputs.logits, targets) + self.recon_weight * outputs.recon_terms.sum()
+
+    def pruning_ignored_layers(self) -> List[Tuple[str, str]]:
+        shared = "width C shared by the laterals, guidance, fusion and the training-only reconstruction branch"
+        ignored = [("lateral", shared + "; input width is pruned")]
+        ignored += [(name, shared) for name in ("guidance", "fusion", "reconstruction") if getattr(self, name) is not None]
+        return ignored + [("fc", HEAD)]
 
     def deploy_parameters(self) -> int:
         """Parameters the exported graph holds: all but the training-only reconstruction branch."""

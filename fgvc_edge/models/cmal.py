@@ -255,6 +255,15 @@ class CmalNet(FgvcModel):
     def variant(self) -> Optional[str]:
         return self.mode
 
+    def pruning_ignored_layers(self) -> List[Tuple[str, str]]:
+        ignored = [("heads.{}".format(i), "expert classifier head (BN1d → Linear → BN1d → ELU → Linear)")
+                   for i in range(len(self.heads))]
+        ignored.append(("concat_head", "concatenation classifier head"))
+        ignored += [("blocks.{}.1".format(i), "expert map x'' (1024 ch): the CAM multiplies it by head weights "
+                     "W4[k]·W1 outside the traced graph (detached), so its width stays; its input width is pruned")
+                    for i in range(len(self.blocks))]
+        return ignored
+
     def experts(self, images: torch.Tensor) -> CmalOutput:
         """The three experts and the concatenation head on ``images`` (eq. (1): global max pooling)."""
         maps = [block(x) for block, x in zip(self.blocks, self.backbone(images)[1:])]

@@ -53,7 +53,7 @@ Ablation switches (builder kwargs, recorded in checkpoints) rebuild Tables 2-3 (
 P5 = F5, P4 = F4 + P5, P3 = F3 + P4. ``high_to_low="none", low_to_high=False`` keeps the pyramid and the
 four heads with no cross-level pathway at all (a control on this model's structure, not a paper row).
 """
-from typing import Any, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -61,7 +61,8 @@ from torch import nn
 
 from fgvc_edge.errors import UserInputError
 from fgvc_edge.models._registry import ModelConfig, register_model
-from fgvc_edge.models.base import FgvcModel
+from fgvc_edge.models.base import HEAD, FgvcModel, TracingSurrogate
+from fgvc_edge.structure import register_swap
 from fgvc_edge.models.layers import ResNetTrunk
 from fgvc_edge.contract.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess
 
@@ -130,6 +131,28 @@ class LevelConvLSTM(nn.Module):
         i, f, o, g = self.gates(torch.cat([x, hidden], dim=1)).chunk(4, dim=1)
         cell = torch.sigmoid(f) * cell + torch.sigmoid(i) * torch.tanh(g)
         return torch.sigmoid(o) * torch.tanh(cell), cell
+
+
+def _convlstm_boundary(module: nn.Module) -> Callable[[List[torch.Tensor]], List[torch.Tensor]]:
+    """The ConvLSTM for tracing: every level through the full cell from a zero state (the same values as the
+    first-step shortcut, which reads the kernel by slicing and would hide it from the tracer)."""
+
+    def forward(levels: List[torch.Tensor]) -> List[torch.Tensor]:
+        first = levels[0]
+        hidden = cell = first.new_zeros(first.shape[0], module.hidden, *first.shape[2:])
+        outputs = []
+        for x in levels:
+            hidden, cell = module.step(x, hidden, cell)
+            outputs.append(hidden)
+        return outputs
+
+    return forward
+
+
+@register_swap(LevelConvLSTM)
+class InputWidthConvLSTM(LevelConvLSTM):
+    """Kept only so checkpoints pruned by fgvc-edge 0.1.0 (which swapped ``LevelConvLSTM`` for it) still load;
+    ``LevelConvLSTM.first_step`` now slices by the input's width itself, so nothing swaps it in any more."""
 
 
 class ChannelMask(nn.Module):
@@ -206,6 +229,24 @@ class CNCNN(FgvcModel):
             self.attention3, self.attention4, self.attention5 = (LevelAttention(width) for _ in range(3))
         self.head3, self.head4, self.head5 = (Classifier(width, hidden, num_classes) for _ in range(3))
         self.head_concat = Classifier(3 * width, hidden, num_classes)
+
+    def pruning_ignored_layers(self) -> List[Tuple[str, str]]:
+        ignored = []
+        if self.top_down is not None:
+            # The pyramid only feeds the ConvLSTM's input columns, so it shrinks; the hidden state is the fused
+            # level every later stage reads.
+            ignored.append(("top_down.gates", "ConvLSTM gates: one conv split into i, f, o, g, hidden width 256 fed "
+                            "back as input; its pyramid-input columns are pruned"))
+        else:
+            ignored += [(name, "pyramid width 256 read by attention and heads; input width is pruned")
+                        for name in ("lateral5", "lateral4", "lateral3")]
+        if self.low_to_high:
+            ignored += [(name, "level attention: channel masks are averaged across levels")
+                        for name in ("attention3", "attention4", "attention5")]
+        return ignored + [(name, HEAD) for name in ("head3", "head4", "head5", "head_concat")]
+
+    def pruning_surrogates(self) -> Dict[str, TracingSurrogate]:
+        return {"top_down": _convlstm_boundary} if self.top_down is not None else {}
 
     def pyramid(self, s3: torch.Tensor, s4: torch.Tensor, s5: torch.Tensor) -> List[torch.Tensor]:
         """[F3, F4, F5], 256 channels each at S3's size (projected, then nearest-upsampled: see the docstring)."""

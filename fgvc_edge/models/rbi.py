@@ -46,16 +46,19 @@ feature extractor; the gaps (7.8M, 10.5M) are not one consistent extra layer (th
 the backbones' feature widths 768 vs 1024 would explain 0.26M), so we add nothing to close them.
 """
 import math
-from typing import Any, Tuple
+from typing import Any, Callable, Dict, List, Tuple
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torchvision import models as tv_models
+from torchvision.models.swin_transformer import PatchMerging, ShiftedWindowAttention
 from torchvision.ops import StochasticDepth
 
 from fgvc_edge.errors import UserInputError
 from fgvc_edge.models._registry import ModelConfig, register_model
-from fgvc_edge.models.base import FgvcModel
+from fgvc_edge.models.base import HEAD, FgvcModel, TracingSurrogate
+from fgvc_edge.models.swin import ModuleWindowAttention
 from fgvc_edge.contract.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess
 
 EMBED_DIM = 1024  # "The dimension of the embedding of the encoder network is set to 1024."
@@ -133,6 +136,42 @@ class RBIClassifier(FgvcModel):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.rra(self.backbone(x), self.relations(x)))
+
+    def _window_attentions(self) -> List[str]:
+        return [name for name, module in self.named_modules() if isinstance(module, ShiftedWindowAttention)]
+
+    def pruning_ignored_layers(self) -> List[Tuple[str, str]]:
+        embed = self.rra.query.in_features
+        embedding = [n for n, m in self.backbone.named_modules() if isinstance(m, nn.Linear) and m.out_features == embed]
+        ignored = []
+        if embedding:
+            ignored.append(("backbone." + embedding[-1],
+                            "encoder embedding: D = {} (the paper's width) is what RRA mixes".format(embed)))
+        ignored.append(("rra", "RRA projections W_Q, W_K, W_V, W_S, W_β (eqs. 3-13) mix the batch"))
+        ignored.append(("classifier", HEAD))
+        ignored += [(name + ".qkv", "window attention internals: q, k, v are reshaped into heads (so proj's inputs "
+                     "stay too); the stage width (qkv inputs, proj outputs) is pruned") for name in self._window_attentions()]
+        return ignored
+
+    def pruning_fixed_parameters(self) -> List[str]:
+        return [name + ".relative_position_bias_table" for name in self._window_attentions()]
+
+    def pruning_surrogates(self) -> Dict[str, TracingSurrogate]:
+        return {name: _patch_merging_boundary for name, m in self.named_modules() if isinstance(m, PatchMerging)}
+
+    def pruning_swaps(self) -> List[type]:
+        return [ModuleWindowAttention]
+
+
+def _patch_merging_boundary(module: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Swin's 2×2 patch merging for tracing: the four strided spatial slices of a channels-last map read as
+    channel slices to Torch-Pruning, so the stand-in pools 2×2 instead and concatenates four copies."""
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        pooled = F.avg_pool2d(x.permute(0, 3, 1, 2), 2, ceil_mode=True).permute(0, 2, 3, 1)
+        return module.reduction(module.norm(torch.cat([pooled * 1.0 for _ in range(4)], dim=-1)))
+
+    return forward
 
 
 def _torchvision_backbone(backbone: str, embed_dim: int) -> nn.Module:

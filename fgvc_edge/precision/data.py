@@ -118,9 +118,6 @@ class ImageStream:
         self._start, self._end = start_index, min(end_index, len(self))
         self._iter = None
 
-    def rewind(self) -> None:
-        self._iter = None
-
     def get_next(self) -> Optional[Dict[str, np.ndarray]]:
         if self._iter is None:
             self._iter = iter(range(self._start, self._end))

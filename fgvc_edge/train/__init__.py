@@ -1,6 +1,6 @@
 """Training with each paper's recipe (toolkit; needs torch).
 
-``train(TrainOptions(...))`` is what ``fgvc-edge train`` and ``torchrun -m fgvc_edge.train`` run;
+``train(TrainOptions(...))`` is what ``fgvc-edge train`` (and ``torchrun -m fgvc_edge.cli train``) runs;
 ``finetune(model, data, epochs, out=...)`` fine-tunes a model object in place (the pruning command's hook).
 Recipes: :mod:`fgvc_edge.train.recipes`; the loop: :mod:`fgvc_edge.train.trainer`.
 """

@@ -1,6 +1,6 @@
 """Per-epoch metrics as CSV and as a PNG curve (matplotlib's Agg backend: no display needed)."""
 import csv
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, Sequence
 
 from fgvc_edge._io import atomic_path
 from fgvc_edge.errors import require
@@ -18,11 +18,6 @@ def write_metrics_csv(path: str, rows: Sequence[Dict[str, Any]]) -> None:
             writer.writeheader()
             for row in rows:
                 writer.writerow({k: _fmt(row.get(k)) for k in METRIC_COLUMNS})
-
-
-def read_metrics_csv(path: str) -> List[Dict[str, str]]:
-    with open(path, "r", newline="", encoding="utf-8") as fh:
-        return list(csv.DictReader(fh))
 
 
 def plot_curves(path: str, rows: Sequence[Dict[str, Any]], title: str) -> None:

@@ -1,4 +1,4 @@
-"""DistributedDataParallel plumbing for ``torchrun --nproc_per_node N -m fgvc_edge.train``.
+"""DistributedDataParallel plumbing for ``torchrun --nproc_per_node N -m fgvc_edge.cli train``.
 
 torchrun sets RANK / WORLD_SIZE / LOCAL_RANK; without them (or with WORLD_SIZE=1) training runs in one
 process and every helper here is a no-op. NCCL on CUDA, gloo on CPU (what the tests use).

@@ -1,4 +1,4 @@
-"""Module-tree plumbing shared by the transforms: example inputs, submodule replacement, frozen-BN training."""
+"""Module-tree plumbing shared by the transforms: example inputs, frozen-BN training."""
 import contextlib
 from typing import Iterator, Optional
 
@@ -24,15 +24,6 @@ def example_input(model: nn.Module, example: Optional[torch.Tensor] = None, seed
     size = config.min_input_size
     generator = torch.Generator().manual_seed(seed)
     return torch.randn(TRACE_BATCH, 3, size, size, generator=generator)
-
-
-def replace_submodule(model: nn.Module, name: str, new: nn.Module) -> None:
-    """Put ``new`` where the dotted ``name`` is (works for Sequential/ModuleList indices too)."""
-    parent_name, _, child = name.rpartition(".")
-    parent = model.get_submodule(parent_name) if parent_name else model
-    if child not in parent._modules:
-        raise UserInputError("{} has no submodule {!r}".format(type(model).__name__, name))
-    parent._modules[child] = new
 
 
 @contextlib.contextmanager

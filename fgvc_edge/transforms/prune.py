@@ -9,18 +9,17 @@ N(0, 1) batches with random labels through the model's own training loss (``mode
 outputs, BatchNorm kept on its running statistics so the buffers do not move). It is a data-free proxy —
 it ranks channels by how much the loss surface at the current weights leans on them, not by real images.
 
-What is never pruned, and why, is a per-family rule (``IGNORE_RULES``, keyed by model class; a model may
-instead define ``pruning_ignored_layers() -> [(module name, reason)]``): classifier heads always, and every
-structure whose width is read outside the traced channels — attention internals reshaped into heads,
-ConvLSTM gates sliced by hand, RBI's batch-mixing projections, CMAL's CAM that multiplies head weights into
-the expert maps. An ignored module keeps its output width; its input width still follows the layer that
-feeds it. Two structures are made prunable instead of ignored:
-
-* ACANet's FCSA is traced through a stand-in (q + k + v of its input): its 49-offset window loop makes the
-  dependency graph explode, and only its boundary matters once its internals are ignored;
-* Swin's window attention is swapped for a same-output class (:mod:`fgvc_edge.transforms.swaps`) so a Swin
-  stage's residual width can shrink while the heads keep theirs; CN-CNN's ConvLSTM reads its input columns by
-  the input's width, so the pyramid shrinks while the hidden width stays.
+What is never pruned, and why, each model family says through hooks on the model
+(:class:`fgvc_edge.models.base.FgvcModel`; this module imports no model class): ``pruning_ignored_layers()``
+→ [(module name, reason)] — classifier heads always, and every structure whose width is read outside the
+traced channels (attention internals reshaped into heads, ConvLSTM gates sliced by hand, RBI's batch-mixing
+projections, CMAL's CAM that multiplies head weights into the expert maps); ``pruning_surrogates()`` — modules
+traced through a stand-in with the same channel boundary (ACANet's FCSA, whose 49-offset window loop makes the
+dependency graph explode; CN-CNN's ConvLSTM; Swin's patch merging); ``pruning_fixed_parameters()`` — loose
+parameters of kept internals; ``pruning_swaps()`` — drop-in classes swapped in first (Swin's window attention,
+so a stage's residual width can shrink while the heads keep theirs); and a block's ``after_pruning()`` syncs
+channel counts it keeps as plain attributes. An ignored module keeps its output width; its input width still
+follows the layer that feeds it. A module without hooks keeps the Linear layers that produce its class count.
 
 The result is recorded as the structure transform ``prune``: for every module whose shape changed, its
 type, the shape attributes that changed (channels, features, groups, normalized_shape…; weight shapes
@@ -31,7 +30,7 @@ import contextlib
 import copy
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -39,18 +38,16 @@ from torch import nn
 
 from fgvc_edge.errors import FgvcError, UserInputError, require
 from fgvc_edge.models.complexity import count_macs, count_params
-from fgvc_edge.models.structure import register_transform
-from fgvc_edge.transforms import swaps
+from fgvc_edge.structure import PRUNE_TRANSFORM, SWAP_TRANSFORM, recorded_transforms, swap_module_classes
 from fgvc_edge.transforms._modules import example_input, train_mode_frozen_bn
 
-PRUNE_TRANSFORM = "prune"
 IMPORTANCES = ("l1", "l2", "taylor")
 TAYLOR_BATCHES = 4
 TAYLOR_BATCH_SIZE = 4
 MAX_RATIO = 0.95  # --target-macs searches ratios up to this (a layer keeps at least 5% of its channels)
 SEARCH_STEPS = 8  # bisection steps for --target-macs (ratio resolution 0.95 / 2**8 ≈ 0.004)
 
-Surrogate = Callable[[nn.Module], Callable[..., Any]]
+Surrogate = Callable[[nn.Module], Callable[..., Any]]  # as fgvc_edge.models.base.TracingSurrogate
 
 
 @dataclass(frozen=True)
@@ -89,155 +86,34 @@ class _Plan:
     fixed_params: List[str] = field(default_factory=list)  # loose parameters of kept internals
 
 
-# -- per-family rules -------------------------------------------------------------------------------------
+# -- what the model asks for (its hooks) ------------------------------------------------------------------
 
-HEAD = "classifier head: the class outputs are never pruned"
-
-
-def _rules_resnet(model: nn.Module) -> _Plan:
-    return _Plan([IgnoredLayer("fc", HEAD)])
-
-
-def _rules_acanet(model: nn.Module) -> _Plan:
-    from fgvc_edge.models.acanet import FCSA
-
-    plan = _Plan([IgnoredLayer("fc", HEAD)])
-    for name, module in model.named_modules():
-        if isinstance(module, FCSA):
-            plan.ignored.append(IgnoredLayer(
-                name, "FCSA internals: q/k/v widths are reshaped into 4 heads for window attention and mixed by the "
-                "shift conv (ACmix); its input width is pruned, its output width stays"))
-            plan.surrogates[name] = _fcsa_boundary
-    return plan
-
-
-def _fcsa_boundary(module: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
-    # Same channel boundary as FCSA (input → q, k, v; output width = q's), without the window loop.
-    return lambda x: module.q(x) + module.k(x) + module.v(x)
-
-
-def _rules_cmal(model: nn.Module) -> _Plan:
-    plan = _Plan()
-    for i in range(len(model.heads)):
-        plan.ignored.append(IgnoredLayer("heads.{}".format(i), "expert classifier head (BN1d → Linear → BN1d → ELU → Linear)"))
-    plan.ignored.append(IgnoredLayer("concat_head", "concatenation classifier head"))
-    for i in range(len(model.blocks)):
-        plan.ignored.append(IgnoredLayer(
-            "blocks.{}.1".format(i), "expert map x'' (1024 ch): the CAM multiplies it by head weights W4[k]·W1 outside "
-            "the traced graph (detached), so its width stays; its input width is pruned"))
-    return plan
-
-
-def _rules_cncnn(model: nn.Module) -> _Plan:
-    plan = _Plan()
-    if model.top_down is not None:
-        # The pyramid only feeds the ConvLSTM's input columns, so it shrinks; the hidden state is the fused
-        # level every later stage reads.
-        plan.ignored.append(IgnoredLayer(
-            "top_down.gates", "ConvLSTM gates: one conv split into i, f, o, g, hidden width 256 fed back as input; "
-            "its pyramid-input columns are pruned"))
-        plan.surrogates["top_down"] = _convlstm_boundary
-    else:
-        for name in ("lateral5", "lateral4", "lateral3"):
-            plan.ignored.append(IgnoredLayer(name, "pyramid width 256 read by attention and heads; input width is pruned"))
-    if model.low_to_high:
-        for name in ("attention3", "attention4", "attention5"):
-            plan.ignored.append(IgnoredLayer(name, "level attention: channel masks are averaged across levels"))
-    for name in ("head3", "head4", "head5", "head_concat"):
-        plan.ignored.append(IgnoredLayer(name, HEAD))
-    return plan
-
-
-def _convlstm_boundary(module: nn.Module) -> Callable[[List[torch.Tensor]], List[torch.Tensor]]:
-    """The ConvLSTM for tracing: every level through the full cell from a zero state (the same values as the
-    first-step shortcut, which reads the kernel by slicing and would hide it from the tracer)."""
-
-    def forward(levels: List[torch.Tensor]) -> List[torch.Tensor]:
-        first = levels[0]
-        hidden = cell = first.new_zeros(first.shape[0], module.hidden, *first.shape[2:])
-        outputs = []
-        for x in levels:
-            hidden, cell = module.step(x, hidden, cell)
-            outputs.append(hidden)
-        return outputs
-
-    return forward
-
-
-def _rules_care(model: nn.Module) -> _Plan:
-    shared = "width C shared by the laterals, guidance, fusion and the training-only reconstruction branch"
-    plan = _Plan([IgnoredLayer("lateral", shared + "; input width is pruned")])
-    for name in ("guidance", "fusion", "reconstruction"):
-        if getattr(model, name) is not None:
-            plan.ignored.append(IgnoredLayer(name, shared))
-    plan.ignored.append(IgnoredLayer("fc", HEAD))
-    return plan
-
-
-def _rules_rbi(model: nn.Module) -> _Plan:
-    from torchvision.models.swin_transformer import PatchMerging
-
-    embed = model.rra.query.in_features
-    embedding = [n for n, m in model.backbone.named_modules() if isinstance(m, nn.Linear) and m.out_features == embed]
-    plan = _Plan()
-    if embedding:
-        plan.ignored.append(IgnoredLayer(
-            "backbone." + embedding[-1], "encoder embedding: D = {} (the paper's width) is what RRA mixes".format(embed)))
-    plan.ignored.append(IgnoredLayer("rra", "RRA projections W_Q, W_K, W_V, W_S, W_β (eqs. 3-13) mix the batch"))
-    plan.ignored.append(IgnoredLayer("classifier", HEAD))
-    for name, module in model.named_modules():
-        if isinstance(module, swaps.ShiftedWindowAttention):
-            plan.ignored.append(IgnoredLayer(
-                name + ".qkv", "window attention internals: q, k, v are reshaped into heads (so proj's inputs stay "
-                "too); the stage width (qkv inputs, proj outputs) is pruned"))
-            plan.fixed_params.append(name + ".relative_position_bias_table")
-        if isinstance(module, PatchMerging):
-            plan.surrogates[name] = _patch_merging_boundary
-    return plan
-
-
-def _patch_merging_boundary(module: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Swin's 2×2 patch merging for tracing: the four strided spatial slices of a channels-last map read as
-    channel slices to Torch-Pruning, so the stand-in pools 2×2 instead and concatenates four copies."""
-
-    def forward(x: torch.Tensor) -> torch.Tensor:
-        pooled = F.avg_pool2d(x.permute(0, 3, 1, 2), 2, ceil_mode=True).permute(0, 2, 3, 1)
-        return module.reduction(module.norm(torch.cat([pooled * 1.0 for _ in range(4)], dim=-1)))
-
-    return forward
-
-
-def _family_rules() -> List[Tuple[type, Callable[[nn.Module], _Plan]]]:
-    from fgvc_edge.models.acanet import ACANet
-    from fgvc_edge.models.care import CareNet
-    from fgvc_edge.models.cmal import CmalNet
-    from fgvc_edge.models.cncnn import CNCNN
-    from fgvc_edge.models.rbi import RBIClassifier
-    from fgvc_edge.models.resnet import ResNetClassifier
-
-    return [
-        (ResNetClassifier, _rules_resnet),
-        (ACANet, _rules_acanet),
-        (CmalNet, _rules_cmal),
-        (CNCNN, _rules_cncnn),
-        (CareNet, _rules_care),
-        (RBIClassifier, _rules_rbi),
-    ]
+CLASS_OUTPUT = "produces the class logits"
 
 
 def pruning_plan(model: nn.Module) -> _Plan:
-    """The layers ``model`` must keep (and stand-ins for tracing): its own hook, else its family's rule."""
+    """The layers ``model`` must keep, stand-ins for tracing and kept loose parameters, from its hooks."""
     hook = getattr(model, "pruning_ignored_layers", None)
     if callable(hook):
-        return _Plan([IgnoredLayer(name, reason) for name, reason in hook()])
-    for cls, rule in _family_rules():
-        if isinstance(model, cls):
-            return rule(model)
-    num_classes = getattr(getattr(model, "config", None), "num_classes", None)
-    outputs = [n for n, m in model.named_modules() if isinstance(m, nn.Linear) and m.out_features == num_classes]
-    if not outputs:
-        raise UserInputError("no pruning rule for {} and no Linear with its class count".format(type(model).__name__))
-    return _Plan([IgnoredLayer(name, "produces the class logits") for name in outputs])
+        ignored = [IgnoredLayer(name, reason) for name, reason in hook()]
+    else:
+        num_classes = getattr(getattr(model, "config", None), "num_classes", None)
+        ignored = [IgnoredLayer(n, CLASS_OUTPUT) for n, m in model.named_modules()
+                   if isinstance(m, nn.Linear) and m.out_features == num_classes]
+    if not ignored:
+        raise UserInputError("no pruning rule for {}: define pruning_ignored_layers() (at least its classifier "
+                             "head)".format(type(model).__name__))
+    return _Plan(ignored, dict(_hook(model, "pruning_surrogates", {})), list(_hook(model, "pruning_fixed_parameters", [])))
+
+
+def _hook(model: nn.Module, name: str, default: Any) -> Any:
+    hook = getattr(model, name, None)
+    return hook() if callable(hook) else default
+
+
+def swap_modules(model: nn.Module) -> Dict[str, str]:
+    """Swap in the drop-in classes the model asks for (``pruning_swaps()``); returns {module name: class name}."""
+    return swap_module_classes(model, _hook(model, "pruning_swaps", []))
 
 
 # -- pruning -----------------------------------------------------------------------------------------------
@@ -262,7 +138,7 @@ def prune_model(
     model.eval()
     x = example_input(model, example)
     input_size = getattr(getattr(model, "config", None), "input_size", None) or x.shape[-1]
-    swapped = swaps.swap_modules(model)
+    swapped = swap_modules(model)
     plan = pruning_plan(model)
     with torch.no_grad():
         reference_shape = tuple(model(x).shape)
@@ -274,12 +150,12 @@ def prune_model(
     changes = _prune_once(model, x, plan, ratio, importance, global_pruning, round_to)
     model.zero_grad(set_to_none=True)
     _check_pruned(model, x, reference_shape)
-    steps = [{"name": swaps.SWAP_TRANSFORM, "modules": swapped}] if swapped else []
+    steps = [{"name": SWAP_TRANSFORM, "modules": swapped}] if swapped else []
     steps.append({
         "name": PRUNE_TRANSFORM, "ratio": ratio, "importance": importance, "global": global_pruning,
         "round_to": round_to, "modules": changes,
     })
-    model.structure_transforms = list(getattr(model, "structure_transforms", [])) + steps
+    model.structure_transforms = recorded_transforms(model) + steps
     report = PruneReport(
         model=getattr(getattr(model, "config", None), "name", type(model).__name__),
         input_size=input_size, ratio=ratio, importance=importance, global_pruning=global_pruning,
@@ -350,13 +226,10 @@ def _surrogates(model: nn.Module, surrogates: Dict[str, Surrogate]) -> Iterator[
 
 
 def _sync_block_attributes(model: nn.Module) -> None:
-    """Blocks that keep their channel counts as plain attributes get them back from their convs."""
-    from fgvc_edge.models.acanet import ACCB
-
+    """Blocks that keep their channel counts as plain attributes take them back from their tensors."""
     for module in model.modules():
-        if isinstance(module, ACCB):
-            conv = module.fused if module.fused is not None else module.square.conv
-            module.in_ch, module.out_ch = conv.in_channels, conv.out_channels
+        if callable(getattr(module, "after_pruning", None)):
+            module.after_pruning()
 
 
 def _search_ratio(
@@ -473,28 +346,6 @@ def _shape_changes(model: nn.Module, before: Dict[str, Any]) -> List[Dict[str, A
 
 def _jsonable(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
-
-
-@register_transform(PRUNE_TRANSFORM)
-def _replay_prune(model: nn.Module, step: Dict[str, Any], state: Dict[str, torch.Tensor]) -> None:
-    """Give every recorded module its pruned shape (empty tensors; the checkpoint's tensors fill them)."""
-    for change in step["modules"]:
-        module = model.get_submodule(change["module"]) if change["module"] else model
-        if type(module).__name__ != change["type"]:
-            raise UserInputError("pruning record expects {} at {!r}, the model has {}".format(
-                change["type"], change["module"], type(module).__name__))
-        for key, value in change["attrs"].items():
-            setattr(module, key, tuple(value) if isinstance(getattr(module, key, None), tuple) else value)
-        for key, shape in change["tensors"].items():
-            _resize_tensor(module, key, tuple(shape))
-
-
-def _resize_tensor(module: nn.Module, key: str, shape: Sequence[int]) -> None:
-    if key in module._parameters:
-        old = module._parameters[key]
-        module._parameters[key] = nn.Parameter(old.new_empty(shape), requires_grad=old.requires_grad)
-    else:
-        module._buffers[key] = module._buffers[key].new_empty(shape)
 
 
 def prune_checkpoint(

@@ -15,7 +15,7 @@ module order. A pair is folded only when it is a pure chain, for every call of b
 
 The result is then checked numerically on the same input against the untouched model; uses the graph
 cannot show (``.detach()``, ``no_grad`` regions) would surface there as an error.
-Both steps are recorded in ``model.structure_transforms`` and replayed on checkpoint load.
+Both steps are recorded in ``model.structure_transforms`` and replayed on checkpoint load (:mod:`fgvc_edge.structure`).
 """
 import contextlib
 import copy
@@ -27,11 +27,8 @@ import torch
 from torch import nn
 
 from fgvc_edge.errors import FgvcError
-from fgvc_edge.models.structure import register_transform
-from fgvc_edge.transforms._modules import example_input, replace_submodule
-
-REPARAM_TRANSFORM = "reparameterize"
-FOLD_BN_TRANSFORM = "fold_bn"
+from fgvc_edge.structure import FOLD_BN_TRANSFORM, REPARAM_TRANSFORM, recorded_transforms, replace_submodule
+from fgvc_edge.transforms._modules import example_input
 # Whole-model guard after the transform (float32 reassociation gives ~1e-6; a wrong fold gives O(1)).
 CHECK_TOLERANCE = 1e-4
 
@@ -76,7 +73,7 @@ def reparameterize_with_report(
             "reparameterization changed the outputs (relative error {:.2e}): a block or conv is used outside "
             "the traced forward; run without --fold-bn or fix the block's reparameterize()".format(report.rel_error)
         )
-    model.structure_transforms = list(getattr(model, "structure_transforms", [])) + steps
+    model.structure_transforms = recorded_transforms(model) + steps
     model.train(was_training)
     return model, report
 
@@ -254,24 +251,6 @@ def _rel_error(reference: Any, candidate: Any) -> float:
     ref = torch.cat([t.detach().double().flatten() for t in _tensors(reference)])
     out = torch.cat([t.detach().double().flatten() for t in _tensors(candidate)])
     return float(torch.linalg.vector_norm(out - ref) / torch.linalg.vector_norm(ref).clamp_min(1e-12))
-
-
-# -- replay on checkpoint load (shapes only; the tensors are loaded afterwards) ---------------------------
-
-
-@register_transform(REPARAM_TRANSFORM)
-def _replay_reparameterize(model: nn.Module, step: Dict[str, Any], state: Dict[str, torch.Tensor]) -> None:
-    for name in step["blocks"]:
-        model.get_submodule(name).reparameterize()
-
-
-@register_transform(FOLD_BN_TRANSFORM)
-def _replay_fold_bn(model: nn.Module, step: Dict[str, Any], state: Dict[str, torch.Tensor]) -> None:
-    for conv_name, bn_name in step["pairs"]:
-        conv = model.get_submodule(conv_name)
-        if conv.bias is None:
-            conv.bias = nn.Parameter(torch.empty(conv.out_channels, dtype=conv.weight.dtype))
-        replace_submodule(model, bn_name, nn.Identity())
 
 
 # -- checkpoint → deploy checkpoint (what `fgvc-edge reparam` runs) ----------------------------------------------

@@ -14,7 +14,7 @@ def test_torchrun_two_processes_gloo(tiny_cub, tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     command = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-        "-m", "fgvc_edge.train", "resnet18", "--data", str(tiny_cub), "--epochs", "1", "--batch-size", "4",
+        "-m", "fgvc_edge.cli", "train", "resnet18", "--data", str(tiny_cub), "--epochs", "1", "--batch-size", "4",
         "--input-size", "32", "--lr", "0.05", "--device", "cpu", "--out", str(out),
     ]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)

@@ -10,11 +10,12 @@ from fgvc_edge.checkpoint import save_checkpoint
 from fgvc_edge.errors import UserInputError
 from fgvc_edge.export import export_onnx
 from fgvc_edge.models import create_model, get_model_config, list_models
-from fgvc_edge.models.cncnn import LevelConvLSTM
+from fgvc_edge.models.cncnn import InputWidthConvLSTM, LevelConvLSTM
+from fgvc_edge.models.swin import ModuleWindowAttention
 from fgvc_edge.runtime import OnnxRunner
 from fgvc_edge.transforms import reparameterize_model
-from fgvc_edge.transforms.prune import PRUNE_TRANSFORM, _replay_prune, prune_model
-from fgvc_edge.transforms.swaps import SWAP_TRANSFORM, InputWidthConvLSTM, ModuleWindowAttention, _replay_swaps, swap_modules
+from fgvc_edge.structure import PRUNE_TRANSFORM, SWAP_TRANSFORM, _replay_prune, _replay_swaps
+from fgvc_edge.transforms.prune import prune_model, swap_modules
 
 MODELS = list_models()
 NUM_CLASSES = 7

@@ -10,7 +10,8 @@ from fgvc_edge.checkpoint import save_checkpoint
 from fgvc_edge.models import create_model, get_model_config, list_models
 from fgvc_edge.models.acanet import ACCB
 from fgvc_edge.transforms import reparameterize_model, reparameterize_with_report
-from fgvc_edge.transforms.reparam import FOLD_BN_TRANSFORM, REPARAM_TRANSFORM, find_conv_bn_pairs
+from fgvc_edge.structure import FOLD_BN_TRANSFORM, REPARAM_TRANSFORM
+from fgvc_edge.transforms.reparam import find_conv_bn_pairs
 
 MODELS = list_models()
 NUM_CLASSES = 7

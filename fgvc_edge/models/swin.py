@@ -1,31 +1,21 @@
-"""Drop-in module classes that make a structure prunable; swapped in by class, recorded, replayed on load.
+"""Swin window attention as module calls: the drop-in that makes a Swin stage's width prunable.
 
-A swap changes only ``module.__class__`` to a subclass with the same parameters, buffers and state-dict
-keys, and the same outputs (checked bit for bit in tests/transforms). It is recorded as the structure
-transform ``swap_module_class`` ({module name: class name}); only the classes in ``SWAPS`` can be named.
-
-* :class:`ModuleWindowAttention` — torchvision's ``ShiftedWindowAttention`` passes ``qkv.weight`` and
-  ``proj.weight`` to a function (the modules are never called, so a graph tracer cannot see them) and
-  reshapes the qkv output with the *input* width C. Ours is the same computation (Liu et al., Swin
-  Transformer, ICCV 2021, §3.2: windowed multi-head self-attention with relative position bias, cyclic
-  shift, −100 between regions of a shifted window) calling ``qkv`` and ``proj`` as modules, with the head
-  width taken from ``qkv.out_features``: a Swin stage's residual width can then shrink while heads keep theirs.
-* :class:`InputWidthConvLSTM` — kept only so checkpoints pruned by fgvc-edge 0.1.0 (which swapped CN-CNN's
-  ``LevelConvLSTM`` for it) still load; ``LevelConvLSTM.first_step`` now slices by the input's width itself,
-  so nothing is swapped for it any more.
+torchvision's ``ShiftedWindowAttention`` passes ``qkv.weight`` and ``proj.weight`` to a function (the modules
+are never called, so a graph tracer cannot see them) and reshapes the qkv output with the *input* width C.
+:class:`ModuleWindowAttention` is the same computation (Liu et al., Swin Transformer, ICCV 2021, §3.2:
+windowed multi-head self-attention with relative position bias, cyclic shift, −100 between regions of a
+shifted window) calling ``qkv`` and ``proj`` as modules, with the head width taken from ``qkv.out_features``.
+It has the same parameters, buffers, state-dict keys and outputs (checked bit for bit in tests/transforms),
+so pruning swaps it in by class and a checkpoint replays the swap (``fgvc_edge.structure``).
 """
-from typing import Any, Dict, List, Tuple
+from typing import List
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 from torchvision.models.swin_transformer import ShiftedWindowAttention
 
-from fgvc_edge.errors import UserInputError
-from fgvc_edge.models.cncnn import LevelConvLSTM
-from fgvc_edge.models.structure import register_transform
+from fgvc_edge.structure import register_swap
 
-SWAP_TRANSFORM = "swap_module_class"
 MASK_VALUE = -100.0  # Swin's additive mask between tokens of different regions of a shifted window
 
 
@@ -61,6 +51,7 @@ def _shift_mask(h: int, w: int, window: List[int], shift: List[int], device: tor
     return torch.zeros(different.shape, device=device).masked_fill(different, MASK_VALUE)
 
 
+@register_swap(ShiftedWindowAttention)
 class ModuleWindowAttention(ShiftedWindowAttention):
     """torchvision's ``ShiftedWindowAttention`` with a module-call forward (see the module docstring)."""
 
@@ -91,37 +82,3 @@ class ModuleWindowAttention(ShiftedWindowAttention):
         if sum(shift) > 0:
             out = torch.roll(out, shifts=(shift[0], shift[1]), dims=(1, 2))
         return out[:, :height, :width, :].contiguous()
-
-
-class InputWidthConvLSTM(LevelConvLSTM):
-    """Legacy name (see the module docstring): the same as ``LevelConvLSTM``."""
-
-
-# Classes a record may name → (the exact class they replace, the replacement); AUTO_SWAPS are made by pruning.
-SWAPS: Dict[str, Tuple[type, type]] = {
-    cls.__name__: (base, cls)
-    for base, cls in ((ShiftedWindowAttention, ModuleWindowAttention), (LevelConvLSTM, InputWidthConvLSTM))
-}
-AUTO_SWAPS = ("ModuleWindowAttention",)
-
-
-def swap_modules(model: nn.Module) -> Dict[str, str]:
-    """Swap every module whose class has a replacement; returns {module name: replacement class name}."""
-    swapped = {}
-    for name, module in model.named_modules():
-        for cls_name in AUTO_SWAPS:
-            base, cls = SWAPS[cls_name]
-            if type(module) is base:
-                module.__class__ = cls
-                swapped[name] = cls_name
-    return swapped
-
-
-@register_transform(SWAP_TRANSFORM)
-def _replay_swaps(model: nn.Module, step: Dict[str, Any], state: Dict[str, torch.Tensor]) -> None:
-    for name, cls_name in step["modules"].items():
-        module = model.get_submodule(name)
-        base, cls = SWAPS.get(cls_name, (None, None))
-        if cls is None or type(module) is not base:
-            raise UserInputError("cannot swap {!r} ({}) to {!r}".format(name, type(module).__name__, cls_name))
-        module.__class__ = cls
