@@ -70,6 +70,11 @@ def free_ports(count):
             sock.close()
 
 
+@pytest.fixture(scope="session")
+def port_factory():
+    return free_ports
+
+
 @pytest.fixture
 def ports():
     return free_ports(3)
