@@ -118,3 +118,17 @@ def test_a_port_in_use_is_refused_before_starting(ports):
 def test_bad_settings_are_refused(kwargs, reason):
     with pytest.raises(UserInputError, match=reason):
         ServeSettings(**kwargs)
+
+
+def test_sigterm_stops_serving_as_ctrl_c_does():
+    import signal
+    import time
+
+    from fgvc_edge.serve.server import _sigterm_as_interrupt
+
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt):
+        with _sigterm_as_interrupt():
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the handler interrupts this at once
+    assert signal.getsignal(signal.SIGTERM) is before
