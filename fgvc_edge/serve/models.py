@@ -14,7 +14,7 @@ Valid on Python 3.8.
 """
 import os
 import re
-from typing import Any, List, Mapping, Optional, Sequence
+from typing import Any, List, Mapping, Sequence
 
 import numpy as np
 
@@ -88,10 +88,6 @@ class ServedModel:
     @property
     def batch_dependent(self) -> bool:
         return self.runner.batch_dependent
-
-    @property
-    def fixed_batch(self) -> Optional[int]:
-        return self.runner.fixed_batch
 
     def __call__(self, requests: Sequence[Request]) -> List[Response]:
         """Triton's execute: one response per request, in order; a bad request raises UserInputError."""

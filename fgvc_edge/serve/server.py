@@ -159,8 +159,8 @@ def _run(triton_module: Any, served: List[List[ServedModel]], settings: ServeSet
         with _server_environment():
             try:
                 triton.run()
-            except (TimeoutError, RuntimeError, OSError) as exc:
-                raise ServeError("Triton did not start ({}); its log above says why".format(exc)) from None
+            except Exception as exc:  # PyTriton, tritonclient and OS errors alike: the server log has the cause
+                raise ServeError("Triton did not start: {}{}".format(_first_line(exc), _instances_hint(settings))) from None
         if on_ready is not None:
             on_ready(_endpoints(settings, [m[0].name for m in served]))
         while triton.is_alive():
@@ -240,6 +240,22 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    # A model that fails to load comes back as Triton's message with the stub's Python traceback inside.
+    line = text.splitlines()[0].split(" Traceback (most recent call last)")[0] if text else ""
+    return line.rstrip(" :") or type(exc).__name__
+
+
+def _instances_hint(settings: ServeSettings) -> str:
+    if settings.instances == 1:
+        return "; the server log above says why"
+    # Seen on a loaded 2-core box: a model's later instances (separate stub processes) wait 1 s for the first
+    # one's handshake socket and give up ("waiting for config file").
+    return ("; the server log above says why (with --instances {}: PyTriton gives later instances 1 s to reach "
+            "the first, which a busy CPU can miss; --instances 1 avoids it)".format(settings.instances))
 
 
 def _describe(ports: Dict[str, int]) -> str:

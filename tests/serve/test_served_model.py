@@ -132,3 +132,15 @@ def test_sigterm_stops_serving_as_ctrl_c_does():
             os.kill(os.getpid(), signal.SIGTERM)
             time.sleep(5)  # the handler interrupts this at once
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_a_model_that_fails_to_load_is_reported_in_one_line():
+    from fgvc_edge.serve.server import _first_line, _instances_hint
+
+    failure = RuntimeError("[400] load failed for model 'r18': version 1 is at UNAVAILABLE state: Internal: "
+                           "TritonModelException: Model initialize error: Traceback (most recent call last):\n"
+                           "  File \"/tmp/folder/1/communication.py\", line 546")
+    assert _first_line(failure) == ("[400] load failed for model 'r18': version 1 is at UNAVAILABLE state: "
+                                    "Internal: TritonModelException: Model initialize error")
+    assert _first_line(TimeoutError()) == "TimeoutError"
+    assert "--instances 1 avoids it" in _instances_hint(ServeSettings(instances=3))

@@ -147,6 +147,20 @@ def test_a_malformed_request_gets_an_error_and_the_server_answers_the_next(
 
 
 @pytest.mark.slow
+def test_triton_has_our_batching_settings(server):
+    client = httpclient.InferenceServerClient(server["http"], network_timeout=REQUEST_S)
+    try:
+        resnet, rbi = client.get_model_config(RESNET), client.get_model_config(RBI)
+    finally:
+        client.close()
+    assert resnet["max_batch_size"] == 16 and resnet["dynamic_batching"]["max_queue_delay_microseconds"] == 500
+    assert rbi["max_batch_size"] == 0 and "dynamic_batching" not in rbi  # batch-dependent: batching off
+    assert [t["name"] for t in resnet["input"]] == ["image", "input"] and all(t["optional"] for t in resnet["input"])
+    assert [t["dims"] for t in rbi["input"]] == [[-1, 1], [-1, 3, 32, 32]]
+    assert [(g["kind"], g["count"]) for g in resnet["instance_group"]] == [("KIND_CPU", 1)]
+
+
+@pytest.mark.slow
 def test_health_and_metrics_are_tritons(server, photos):
     with urllib.request.urlopen("http://{}/v2/health/ready".format(server["http"]), timeout=REQUEST_S) as response:
         assert response.status == 200
@@ -161,7 +175,9 @@ def test_ctrl_c_stops_the_server_and_every_process_it_started(server):
     process = server["process"]
     started = process_tree(process.pid)
     names = {info.name for info in started}
-    assert "tritonserver" in names and "triton_python_b" in names, names  # /proc truncates names to 15 chars
+    assert "tritonserver" in names, names
+    stubs = [info for info in started if info.name == "triton_python_b"]  # /proc truncates names to 15 chars
+    assert len(stubs) == 2, names  # one Python-backend stub per model instance
     process.send_signal(signal.SIGINT)
     assert process.wait(STOP_S) == 0, tail(server["log"])
     assert tail(server["log"], 3).strip().endswith("stopped")
