@@ -7,7 +7,7 @@ still runs ``predict`` and artifact benches.
 """
 import typer
 
-from fgvc_edge.cli import bench, build, calibrate, eval, export, import_cmd, models, predict, prune, reparam, train
+from fgvc_edge.cli import bench, build, calibrate, eval, export, import_cmd, models, predict, prune, reparam, serve, train
 from fgvc_edge.cli._common import command
 
 app = typer.Typer(
@@ -30,6 +30,8 @@ app.command("train")(command(train.train_cmd))
 app.command("eval")(command(eval.eval_cmd))
 app.command("predict")(command(predict.predict_cmd))
 app.command("bench")(command(bench.bench_cmd))
+app.command("serve")(command(serve.serve_cmd))
+app.command("triton-repo")(command(serve.triton_repo_cmd))
 
 
 def main() -> None:

@@ -5,6 +5,7 @@ runner applies it without torch. Resize is either shorter-side (torchvision's ``
 (CMAL-Net's ``Resize((550, 550))``), followed by a centre crop and per-channel normalisation.
 Valid on Python 3.8.
 """
+import io
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Dict, Sequence, Tuple, Union
 
@@ -19,7 +20,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 RESIZE_MODES = ("shorter_side", "exact")
 _PIL_INTERPOLATION = {"bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC, "nearest": Image.NEAREST}
 
-ImageLike = Union[str, "Image.Image", np.ndarray]
+ImageLike = Union[str, bytes, "Image.Image", np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -108,9 +109,14 @@ class Preprocess:
 
 
 def to_rgb(image: ImageLike) -> "Image.Image":
-    """Open/convert an image to 8-bit RGB: gray, gray+alpha, RGBA, palette and 16-bit inputs included."""
+    """Open/convert an image to 8-bit RGB: gray, gray+alpha, RGBA, palette and 16-bit inputs included.
+
+    ``bytes`` are an encoded image (JPEG, PNG, … as a server receives it); a str or path-like is a file.
+    """
     if isinstance(image, np.ndarray):
         image = _array_to_pil(image)
+    elif isinstance(image, (bytes, bytearray)):
+        image = _decode(image)
     elif not isinstance(image, Image.Image):
         path = str(image)
         try:
@@ -128,6 +134,19 @@ def to_rgb(image: ImageLike) -> "Image.Image":
         image = Image.fromarray(np.clip(data / peak * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
     # Alpha is dropped as torchvision's ImageFolder loader (`convert("RGB")`) drops it in training.
     return image.convert("RGB") if image.mode != "RGB" else image
+
+
+def _decode(data: bytes) -> "Image.Image":
+    try:
+        with Image.open(io.BytesIO(data)) as opened:
+            opened.load()
+            return opened.copy()
+    except Image.UnidentifiedImageError:
+        raise UserInputError(
+            "{} bytes are not an image in a format PIL decodes (JPEG, PNG, WebP, ...)".format(len(data))
+        ) from None
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise UserInputError("cannot decode an image of {} bytes: {}".format(len(data), exc)) from None
 
 
 def _array_to_pil(array: np.ndarray) -> "Image.Image":
