@@ -8,6 +8,7 @@ ONNX Runtime alone and needs no torch (its params/MACs come from the sidecar wri
 When a paper row names a baseline (CMAL-Net Table 9 → ResNet50), the baseline is measured in the same run so
 the latency ratio ours/baseline can stand next to the paper's.
 """
+import contextlib
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -16,11 +17,13 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 import numpy as np
 
 from fgvc_edge.bench import papers
-from fgvc_edge.bench.timing import PeakRSS, device_name, time_calls
+from fgvc_edge.bench.timing import PeakRSS, device_name, time_calls, time_cuda_calls
 from fgvc_edge.errors import UserInputError, require
 
 RUNTIMES = ("torch", "onnxruntime")
-PRECISIONS = ("fp32", "int8")
+# fp32 for every runtime; fp16: PyTorch on CUDA (autocast); int8: ONNX Runtime (synthetic calibration).
+PRECISIONS = ("fp32", "fp16", "int8")
+DEVICES = ("cpu", "cuda")
 # Synthetic calibration images for INT8 speed rows of a model name (no data set given): enough for stable
 # ranges of a random-init model; the sidecar marks such a deployable as "speed figures only".
 SYNTHETIC_CALIBRATION_IMAGES = 16
@@ -31,8 +34,10 @@ Progress = Optional[Callable[[str], None]]
 @dataclass
 class BenchSettings:
     runtimes: Tuple[str, ...] = RUNTIMES
-    # ONNX Runtime precisions for model names (PyTorch eager is FP32 only).
+    # Precisions for model names: ONNX Runtime takes fp32/int8; PyTorch fp32, and fp16 on CUDA.
     precisions: Tuple[str, ...] = ("fp32",)
+    # Where PyTorch eager runs; ONNX Runtime rows stay on the CPU provider.
+    device: str = "cpu"
     batches: Tuple[int, ...] = (1,)
     iters: int = 20
     warmup: int = 3
@@ -56,6 +61,17 @@ class BenchSettings:
             raise UserInputError("--batch needs positive sizes, e.g. 1,8")
         if self.iters < 1 or self.warmup < 0 or self.threads < 1:
             raise UserInputError("--iters and --threads must be >= 1, --warmup >= 0")
+        if self.device not in DEVICES:
+            raise UserInputError("--device takes {}, not {!r}".format(" or ".join(DEVICES), self.device))
+        if "fp16" in self.precisions and self.device != "cuda":
+            raise UserInputError("--precisions fp16 is PyTorch on CUDA: add --device cuda")
+
+    @property
+    def torch_precisions(self) -> Tuple[str, ...]:
+        """PyTorch eager rows: FP32, plus FP16 (autocast) on CUDA when asked for."""
+        if self.device != "cuda":
+            return ("fp32",)
+        return tuple(p for p in ("fp32", "fp16") if p in self.precisions) or ("fp32",)
 
 
 @dataclass(frozen=True)
@@ -85,6 +101,8 @@ def is_artifact(target: str) -> bool:
 
 def run_bench(targets: Sequence[str], settings: BenchSettings, progress: Progress = None) -> List[Row]:
     rows: List[Row] = []
+    if settings.device == "cuda" and "torch" in settings.runtimes:
+        check_cuda()
     names = [t for t in targets if not is_artifact(t)]
     for target in targets:
         if is_artifact(target):
@@ -95,6 +113,14 @@ def run_bench(targets: Sequence[str], settings: BenchSettings, progress: Progres
     add_baseline_ratios(rows)
     add_before_ratios(rows)
     return rows
+
+
+def check_cuda() -> None:
+    """Refuse ``--device cuda`` in one line, before any work, where PyTorch sees no CUDA device."""
+    torch = require("torch", "toolkit")
+    if not torch.cuda.is_available():
+        raise UserInputError("--device cuda: PyTorch {} sees no CUDA device here (built for CUDA {}); use --device "
+                             "cpu".format(torch.__version__, torch.version.cuda or "none: a CPU-only build"))
 
 
 # -- model names ------------------------------------------------------------------------------------------
@@ -214,19 +240,8 @@ def _bench_model_point(point: ModelPoint, settings: BenchSettings, progress: Pro
                     "iters": 0, "peak_mem_mb": None, "artifact_mb": None, "settings": {}})
         rows.append(row)
     if "torch" in settings.runtimes:
-        size_mb = sum(t.numel() * t.element_size() for t in model.state_dict().values()) / 2**20
-        for batch in settings.batches:
-            _say(progress, "torch eager {} b{}".format(_label(point), batch))
-            x = torch.randn(batch, 3, point.input_size, point.input_size)
-
-            def call(x: Any = x) -> Any:
-                with torch.inference_mode():
-                    return model(x)
-
-            with PeakRSS() as mem:
-                stats = time_calls(call, batch=batch, iters=settings.iters, warmup=settings.warmup)
-            settings_used = {"mode": "eager, torch.inference_mode()", "torch": torch.__version__}
-            rows.append(_row(base, "torch", "fp32", batch, stats, mem.added_mb, size_mb, settings_used))
+        for precision in settings.torch_precisions:
+            rows.extend(_torch_rows(model, point, base, precision, settings, progress))
     if "onnxruntime" in settings.runtimes:
         if "fp32" in settings.precisions:
             for batch, path in _exported(model, settings, tmp, progress):
@@ -236,6 +251,57 @@ def _bench_model_point(point: ModelPoint, settings: BenchSettings, progress: Pro
                 path = _int8_deployable(point, checkpoint, batch, tmp, progress)
                 rows.extend(_ort_rows(path, base, [batch], settings, progress, precision="int8"))
     return rows
+
+
+def _torch_rows(model: Any, point: ModelPoint, base: Row, precision: str, settings: BenchSettings,
+                progress: Progress) -> List[Row]:
+    """PyTorch eager under ``inference_mode``: on the CPU (FP32) timed by the wall clock; on CUDA (FP32, or FP16
+    under autocast, which keeps reductions and softmax FP32 as our FP16 ONNX does) timed with CUDA events."""
+    torch = require("torch", "toolkit")
+    cuda = settings.device == "cuda"
+    size_mb = sum(t.numel() * t.element_size() for t in model.state_dict().values()) / 2**20
+    used = {"mode": "eager, torch.inference_mode()", "torch": torch.__version__, "device": settings.device}
+    if not cuda:
+        return [_cpu_row(model, point, base, batch, size_mb, used, settings, progress) for batch in settings.batches]
+    torch.backends.cudnn.benchmark = True  # the best standard setting: cuDNN picks its fastest kernels
+    used.update({"gpu": torch.cuda.get_device_name(), "timing": "torch.cuda.Event", "cudnn.benchmark": True,
+                 "cudnn.allow_tf32": torch.backends.cudnn.allow_tf32,
+                 "autocast": "float16" if precision == "fp16" else None})
+    amp = (lambda: torch.autocast("cuda", dtype=torch.float16)) if precision == "fp16" else contextlib.nullcontext
+    rows = []
+    model.to("cuda")
+    try:
+        for batch in settings.batches:
+            _say(progress, "torch eager {} {} b{} (cuda)".format(_label(point), precision, batch))
+            x = torch.randn(batch, 3, point.input_size, point.input_size, device="cuda")
+
+            def call(x: Any = x) -> Any:
+                with torch.inference_mode(), amp():
+                    return model(x)
+
+            torch.cuda.reset_peak_memory_stats()
+            stats = time_cuda_calls(call, batch=batch, iters=settings.iters, warmup=settings.warmup, cuda=torch.cuda)
+            row = _row(base, "torch", precision, batch, stats, torch.cuda.max_memory_allocated() / 2**20, size_mb, used)
+            row["device"] = "cuda: {}".format(used["gpu"])
+            rows.append(row)
+    finally:
+        model.to("cpu")  # the ONNX Runtime rows export this same model on the CPU
+    return rows
+
+
+def _cpu_row(model: Any, point: ModelPoint, base: Row, batch: int, size_mb: float, used: Row,
+             settings: BenchSettings, progress: Progress) -> Row:
+    torch = require("torch", "toolkit")
+    _say(progress, "torch eager {} b{}".format(_label(point), batch))
+    x = torch.randn(batch, 3, point.input_size, point.input_size)
+
+    def call(x: Any = x) -> Any:
+        with torch.inference_mode():
+            return model(x)
+
+    with PeakRSS() as mem:
+        stats = time_calls(call, batch=batch, iters=settings.iters, warmup=settings.warmup)
+    return _row(base, "torch", "fp32", batch, stats, mem.added_mb, size_mb, used)
 
 
 def _int8_deployable(point: ModelPoint, checkpoint: Optional[str], batch: int, folder: str, progress: Progress) -> str:

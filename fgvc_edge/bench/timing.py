@@ -33,7 +33,29 @@ def time_calls(fn: Callable[[], Any], *, batch: int, iters: int, warmup: int) ->
         start = time.perf_counter()
         fn()
         samples.append(time.perf_counter() - start)
-    per_call_ms = np.asarray(samples) * 1000.0
+    return latency_stats(np.asarray(samples) * 1000.0, batch)
+
+
+def time_cuda_calls(fn: Callable[[], Any], *, batch: int, iters: int, warmup: int, cuda: Any) -> LatencyStats:
+    """Per call, the GPU-timeline time between CUDA events recorded before and after ``fn`` on the current
+    stream (gaps where the GPU waits for kernel launches included); ``cuda`` is ``torch.cuda``, passed in
+    so this module stays torch-free."""
+    for _ in range(warmup):
+        fn()
+    cuda.synchronize()
+    samples: List[float] = []
+    for _ in range(iters):
+        start, end = cuda.Event(enable_timing=True), cuda.Event(enable_timing=True)
+        start.record()
+        fn()
+        end.record()
+        end.synchronize()
+        samples.append(start.elapsed_time(end))
+    return latency_stats(np.asarray(samples, dtype=np.float64), batch)
+
+
+def latency_stats(per_call_ms: np.ndarray, batch: int) -> LatencyStats:
+    iters = int(per_call_ms.size)
     per_image = per_call_ms / batch
     return LatencyStats(
         p50=float(np.percentile(per_image, 50)),

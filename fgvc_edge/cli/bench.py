@@ -34,8 +34,9 @@ def bench_cmd(
     ] = True,
     runtimes: Annotated[str, typer.Option("--runtimes", help="torch,onnxruntime, a subset, or none (params/MACs only).")] = "torch,onnxruntime",
     precisions: Annotated[
-        str, typer.Option("--precisions", help="ONNX Runtime precisions for model names: fp32, int8 (synthetic calibration, speed only).")
+        str, typer.Option("--precisions", help="Precisions for model names: fp32; int8 for ONNX Runtime (synthetic calibration, speed only); fp16 for PyTorch with --device cuda (autocast).")
     ] = "fp32,int8",
+    device: Annotated[str, typer.Option("--device", help="Where PyTorch eager runs: cpu, or cuda (timed with CUDA events).")] = "cpu",
     batch: Annotated[str, typer.Option("--batch", help="Batch sizes, comma-separated.")] = "1",
     iters: Annotated[int, typer.Option("--iters", min=1, help="Timed iterations per row.")] = 20,
     warmup: Annotated[int, typer.Option("--warmup", min=0, help="Untimed iterations first.")] = 3,
@@ -62,6 +63,7 @@ def bench_cmd(
         checkpoint=str(checkpoint) if checkpoint else None,
         mode=mode,
         before=before,
+        device=device,
     )
     chosen = list(targets) if targets else default_targets()
     with console.status("benchmarking …") as status:

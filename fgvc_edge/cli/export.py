@@ -20,6 +20,7 @@ def export_cmd(
     checkpoint: CheckpointOpt = None,
     num_classes: NumClassesOpt = None,
     input_size: InputSizeOpt = None,
+    mode: Annotated[Optional[str], typer.Option("--mode", help="Inference variant of models that have them (e.g. raw, raw+aoval).")] = None,
     batch: Annotated[str, typer.Option("--batch", help="Batch size N, or 'dynamic'.")] = "1",
     opset: Annotated[int, typer.Option("--opset", help="ONNX opset (TensorRT 8.5/8.6 parse up to 17).")] = 17,
     no_simplify: Annotated[bool, typer.Option("--no-simplify", help="Skip onnxsim.")] = False,
@@ -27,12 +28,15 @@ def export_cmd(
 ) -> None:
     """Export MODEL to ONNX (input `input`, output `logits`), checked against PyTorch with ONNX Runtime."""
     from fgvc_edge.export import export_onnx
+    from fgvc_edge.export.cache import variant_kwargs
     from fgvc_edge.export.onnx_export import parse_batch
     from fgvc_edge.models import create_model
 
     fail_if_exists_as_dir(output)
     parsed_batch = parse_batch(batch)
-    net = create_model(model, num_classes=num_classes, checkpoint=checkpoint and str(checkpoint), input_size=input_size)
+    variant = variant_kwargs(model, mode) if mode is not None else {}  # else the model's (or checkpoint's) own
+    net = create_model(model, num_classes=num_classes, checkpoint=checkpoint and str(checkpoint), input_size=input_size,
+                       **variant)
     with console.status("exporting {} …".format(model)):
         result = export_onnx(
             net,

@@ -10,6 +10,13 @@ Engines are tied to the TensorRT version and GPU architecture they were built wi
 both and the runner refuses a mismatch with a one-line "rebuild" message, instead of TensorRT's
 deserialization error. No torch; valid on Python 3.8 (JetPack 5).
 
+As Polygraphy's backend/trt does: the plugin library is registered before every deserialization; every
+call that reports failure by its return value is checked (deserialize → None; ``set_input_shape``,
+``set_tensor_address``, ``execute_async_v3`` → False); TensorRT data types map to NumPy through our own
+table, not ``trt.nptype`` (8.5's uses ``np.bool``, gone in NumPy 1.24 — NVIDIA/TensorRT#2557). Teardown
+frees the execution objects, device and pinned host buffers, events and stream while the CUDA context is
+still current, and only then pops and detaches it (pycuda skips frees in a dead context silently).
+
 A Jetson camera loop (OpenCV built with GStreamer, as JetPack ships it)::
 
     import cv2
@@ -28,7 +35,7 @@ A Jetson camera loop (OpenCV built with GStreamer, as JetPack ships it)::
 """
 import logging
 import os
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
@@ -68,6 +75,25 @@ def gpu_info(cuda: Any, device: int = 0) -> Dict[str, str]:
     dev = cuda.Device(device)
     major, minor = dev.compute_capability()
     return {"name": str(dev.name()), "compute_capability": "{}.{}".format(major, minor)}
+
+
+# TensorRT DataType member → NumPy type (Polygraphy's datatype/tensorrt.py habit). BF16, FP8, INT4, FP4
+# and E8M0 have no NumPy type: an engine with such an I/O tensor is refused.
+NUMPY_TYPES = (("FLOAT", "float32"), ("HALF", "float16"), ("INT8", "int8"), ("INT32", "int32"),
+               ("INT64", "int64"), ("UINT8", "uint8"), ("BOOL", "bool"))
+
+
+def numpy_dtype(trt: Any, dtype: Any, where: str) -> np.dtype:
+    """The NumPy dtype of a TensorRT ``DataType`` (members missing in this version are skipped)."""
+    for name, numpy_name in NUMPY_TYPES:
+        if dtype == getattr(trt.DataType, name, None):
+            return np.dtype(numpy_name)
+    raise UserInputError("{} has a {} input/output, which NumPy has no type for; rebuild it with FP32 "
+                         "inputs and outputs (fgvc-edge build keeps them FP32)".format(where, _dtype_name(dtype)))
+
+
+def _dtype_name(dtype: Any) -> str:
+    return str(getattr(dtype, "name", dtype)).split(".")[-1]
 
 
 def _version_tuple(version: str) -> Tuple[int, ...]:
@@ -112,21 +138,25 @@ class TensorRTRunner(Runner):
         self.tensorrt_version = str(trt.__version__)
         self.last_gpu_ms: Optional[float] = None
         self._cuda = cuda
-        self._device_buffers: List[Any] = []
+        self._host: Dict[str, np.ndarray] = {}
+        self._device: Dict[str, Any] = {}
+        self._stream: Any = None
+        self._events: Tuple[Any, ...] = ()
         self._cuda_context = cuda.Device(device).retain_primary_context()
         self._cuda_context.push()
         try:
             self._open(trt, path)
         except BaseException:
-            self._release()
+            self._teardown()
             raise
-        finally:
-            self._cuda_context.pop()
+        self._cuda_context.pop()
 
     # -- setup ----------------------------------------------------------------------------------------
     def _open(self, trt: Any, path: str) -> None:
-        cuda = self._cuda
-        self._runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+        logger = trt.Logger(trt.Logger.WARNING)
+        if not trt.init_libnvinfer_plugins(logger, ""):
+            log.warning("TensorRT could not register its plugin library; engines that use plugins will not load")
+        self._runtime = trt.Runtime(logger)
         if self.record.get("version_compatible"):
             # Version-compatible plans embed the lean runtime (host code); only our own sidecar'd builds get here.
             self._runtime.engine_host_code_allowed = True
@@ -135,7 +165,11 @@ class TensorRTRunner(Runner):
         if self._engine is None:
             raise UserInputError("TensorRT {} cannot load {}: rebuild it here with `fgvc-edge build`".format(
                 trt.__version__, path))
-        engine = self._engine
+        self._bind(trt, path)
+
+    def _bind(self, trt: Any, path: str) -> None:
+        """Find the I/O tensors, allocate buffers for the largest batch and bind their addresses."""
+        cuda, engine = self._cuda, self._engine
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         outputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
@@ -152,18 +186,23 @@ class TensorRTRunner(Runner):
         else:
             self._min_batch = self._max_batch = self._fixed = int(shape[0])
         self._exec = engine.create_execution_context()
-        self._exec.set_input_shape(self.input_name, (self._max_batch,) + self._image_shape)
-        self._host: Dict[str, np.ndarray] = {}
-        self._device: Dict[str, Any] = {}
+        self._set_input_shape(self._max_batch)
         for name in [self.input_name] + outputs:
             full = tuple(self._exec.get_tensor_shape(name))
-            host = cuda.pagelocked_empty(full, np.dtype(trt.nptype(engine.get_tensor_dtype(name))))
+            host = cuda.pagelocked_empty(full, numpy_dtype(trt, engine.get_tensor_dtype(name), path))
+            self._host[name] = host
             device_buffer = cuda.mem_alloc(max(host.nbytes, 1))
-            self._device_buffers.append(device_buffer)
-            self._host[name], self._device[name] = host, device_buffer
-            self._exec.set_tensor_address(name, int(device_buffer))
+            self._device[name] = device_buffer
+            if not self._exec.set_tensor_address(name, int(device_buffer)):
+                raise FgvcError("TensorRT refused the address of {}'s tensor {}".format(path, name))
         self._stream = cuda.Stream()
         self._events = (cuda.Event(), cuda.Event())
+
+    def _set_input_shape(self, batch: int) -> None:
+        shape = (batch,) + tuple(self._image_shape)
+        if not self._exec.set_input_shape(self.input_name, shape):
+            raise FgvcError("TensorRT refused input shape {} for {} (profile: batch {}..{})".format(
+                shape, self.path, self._min_batch, self._max_batch))
 
     # -- Runner hooks --------------------------------------------------------------------------------
     @property
@@ -190,7 +229,7 @@ class TensorRTRunner(Runner):
         cuda, n = self._cuda, batch.shape[0]
         self._cuda_context.push()
         try:
-            self._exec.set_input_shape(self.input_name, (n,) + self._image_shape)
+            self._set_input_shape(n)
             host_in = self._host[self.input_name][:n]
             host_in[...] = batch
             cuda.memcpy_htod_async(self._device[self.input_name], host_in, self._stream)
@@ -211,6 +250,10 @@ class TensorRTRunner(Runner):
         if self._cuda_context is None:
             return
         self._cuda_context.push()
+        self._teardown()
+
+    def _teardown(self) -> None:
+        """With the context pushed: free what lives in it, then pop and detach the context."""
         try:
             self._release()
         finally:
@@ -219,13 +262,18 @@ class TensorRTRunner(Runner):
             self._cuda_context = None
 
     def _release(self) -> None:
-        for buffer in self._device_buffers:
-            buffer.free()
-        self._device_buffers = []
-        # Destroy in dependency order: context before engine before runtime.
+        """Free everything that lives in the CUDA context; it must be current (pushed) here."""
+        # TensorRT objects in dependency order (execution context, engine, runtime), then the memory they used.
         for attr in ("_exec", "_engine", "_runtime"):
             if hasattr(self, attr):
                 setattr(self, attr, None)
+        for buffer in self._device.values():
+            buffer.free()
+        for host in self._host.values():
+            host.base.free()  # pycuda's pinned allocation behind the array
+        self._device, self._host = {}, {}
+        # Events and stream are destroyed when their last reference goes: here, inside the context.
+        self._events, self._stream = (), None
 
     def describe(self) -> Dict[str, Any]:
         return {"runtime": "tensorrt", "tensorrt_version": self.tensorrt_version, "gpu": self.gpu, "path": self.path}

@@ -86,3 +86,27 @@ def test_synthetic_int8_deployable_is_labelled(tmp_path, monkeypatch):
     assert record["quantization"]["target"] == "onnxruntime" and record["quantization"]["images"]["synthetic"]
     with OnnxRunner(result.path) as runner:
         assert runner.infer(np.zeros((1, 3, 32, 32), np.float32)).shape == (1, 200)
+
+
+@pytest.mark.parametrize("form,accepted", [("onnxruntime", False), ("tensorrt", True)])
+def test_tensorrt_build_takes_only_tensorrt_form_int8(form, accepted, fake_gpu_stack, tiny_onnx, tmp_path, monkeypatch):
+    """An ONNX Runtime-form INT8 ONNX (UINT8 activations, asymmetric) is refused before TensorRT sees it."""
+    from fgvc_edge.precision import SyntheticImages, calibrate_onnx
+
+    monkeypatch.chdir(tmp_path)
+    trt, _ = fake_gpu_stack("8.6")
+    int8 = calibrate_onnx(tiny_onnx["fixed"], SyntheticImages(8, 40, seed=0), num_images=8, target=form,
+                          cache_dir=str(tmp_path / "calib"), output=str(tmp_path / "int8.onnx")).path
+    settings = BuildSettings("int8", "tensorrt", profile=BatchProfile.fixed(1))
+    if accepted:
+        assert os.path.isfile(build(int8, settings, output="m.engine").path)
+        assert [args for call, args in trt.calls if call == "IBuilderConfig.set_flag"] == ["INT8"]
+        return
+    import onnx
+
+    from fgvc_edge.precision.int8 import qdq_violations
+
+    assert any(problem.endswith("is UINT8, not INT8") for problem in qdq_violations(onnx.load(int8)))
+    with pytest.raises(UserInputError, match=r"int8.onnx is not TensorRT-form Q/DQ \(\d+ problem"):
+        build(int8, settings, output="m.engine")
+    assert not os.path.exists("m.engine") and not [c for c, _ in trt.calls if c == "OnnxParser.parse_from_file"]

@@ -70,6 +70,52 @@ def test_runtime_runs_without_torch_or_typer(exported, tmp_path):
     assert result["torch"] is False and result["typer"] is False
 
 
+ENGINE_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "engine")
+
+
+def test_tensorrt_runner_runs_without_torch_or_typer(exported, tmp_path):
+    """An .engine through the stand-in tensorrt/pycuda (tests/engine/fake_tensorrt.py), torch blocked."""
+    sys.path.insert(0, ENGINE_DIR)
+    try:
+        from fake_tensorrt import make_tensorrt
+    finally:
+        sys.path.remove(ENGINE_DIR)
+    from fgvc_edge.contract.sidecar import write_sidecar
+    from fgvc_edge.engine.tensorrt_builder import BatchProfile, GpuInfo, TensorRTSettings, build_engine
+    from fgvc_edge.runtime import OnnxRunner, read_sidecar
+
+    engine = str(tmp_path / "r18.engine")
+    facts = build_engine(exported, engine, TensorRTSettings("fp16", BatchProfile(1, 2, 4)),
+                         trt=make_tensorrt("8.5", {}), gpu=GpuInfo("Orin", "8.7"))
+    write_sidecar(engine, dict(read_sidecar(exported), **facts))
+    x = np.random.default_rng(3).standard_normal((3, 3, 32, 32)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    with OnnxRunner(exported) as reference:
+        expected = reference.infer(x)
+    script = BLOCKER + textwrap.dedent(
+        """
+        import json, numpy as np
+        sys.path.insert(0, {engine_dir!r})
+        from fake_tensorrt import make_pycuda, make_tensorrt
+        memory = {{}}
+        sys.modules["tensorrt"] = make_tensorrt("8.5", memory)
+        pycuda = type(sys)("pycuda")
+        pycuda.driver = sys.modules["pycuda.driver"] = make_pycuda(memory)
+        sys.modules["pycuda"] = pycuda
+        from fgvc_edge.runtime import load
+        with load({path!r}) as runner:
+            logits = runner.infer(np.load({x!r}))
+        print(json.dumps({{"logits": logits.tolist(), "runner": type(runner).__name__,
+                          "torch": "torch" in sys.modules, "typer": "typer" in sys.modules}}))
+        """
+    ).format(engine_dir=ENGINE_DIR, path=engine, x=str(tmp_path / "x.npy"))
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["runner"] == "TensorRTRunner" and result["torch"] is False and result["typer"] is False
+    np.testing.assert_allclose(np.array(result["logits"], np.float32), expected, rtol=1e-5, atol=1e-5)
+
+
 def test_runtime_source_is_python38_valid():
     vermin = os.path.join(os.path.dirname(sys.executable), "vermin")
     assert os.path.exists(vermin), "vermin is part of the dev extra"

@@ -7,7 +7,8 @@ against them and lists what it defines. Nothing is executed but the module's own
 
     pip download --no-deps -d /tmp/w tensorrt-cu12-bindings==10.3.0      # or tensorrt-bindings==8.6.1
     python tests/engine/trt_api/dump_trt_api.py /tmp/w/*.whl tests/engine/trt_api/trt-10.3.json
-    python tests/engine/trt_api/dump_trt_api.py --derive-8.5 trt_api/trt-8.6.json trt_api/trt-8.5.json
+
+TensorRT 8.5.2 has no wheel: trt_api_from_source.py reads its open-source binding sources instead.
 
 Needs gcc. Run it by hand; the tests only read the JSON it writes.
 """
@@ -22,7 +23,7 @@ import zipfile
 CLASSES = (
     "Builder", "IBuilderConfig", "INetworkDefinition", "ITensor", "OnnxParser", "IOptimizationProfile",
     "ITimingCache", "IHostMemory", "Runtime", "ICudaEngine", "IExecutionContext", "Logger", "ILogger",
-    "IPluginRegistry", "Dims",
+    "IPluginRegistry", "Dims", "ILayer",
 )
 ENUMS = (
     "BuilderFlag", "NetworkDefinitionCreationFlag", "MemoryPoolType", "DeviceType", "TensorIOMode", "DataType",
@@ -33,11 +34,12 @@ USED = {
     "Builder": ["__init__", "create_network", "create_builder_config", "create_optimization_profile",
                 "build_serialized_network"],
     "IBuilderConfig": ["set_flag", "set_memory_pool_limit", "add_optimization_profile", "create_timing_cache",
-                       "set_timing_cache"],
-    "INetworkDefinition": ["get_input"],
-    "OnnxParser": ["__init__", "parse_from_file", "get_error"],
+                       "set_timing_cache", "get_timing_cache"],
+    "INetworkDefinition": ["get_input", "get_layer"],
+    "ILayer": ["get_output", "set_output_type"],
+    "OnnxParser": ["__init__", "parse_from_file", "get_error", "set_flag"],
     "IOptimizationProfile": ["set_shape"],
-    "ITimingCache": ["serialize"],
+    "ITimingCache": ["serialize", "combine"],
     "Runtime": ["__init__", "deserialize_cuda_engine"],
     "ICudaEngine": ["get_tensor_name", "get_tensor_mode", "get_tensor_shape", "get_tensor_dtype",
                     "get_tensor_profile_shape", "create_execution_context"],
@@ -122,40 +124,6 @@ def dump(wheel: str) -> dict:
     return record
 
 
-# TensorRT 8.5 (JetPack 5) has no wheel on PyPI. Its set is the real 8.6.1 set less the Python API that 8.6
-# added: version and hardware compatibility ("supported from version 8.6", TensorRT developer guide),
-# builder optimization levels and auxiliary streams (torch-tensorrt gates them on trt >= 8.6), FP8.
-REMOVED_IN_85 = {
-    "module": ["HardwareCompatibilityLevel"],
-    "classes": {
-        "IBuilderConfig": ["hardware_compatibility_level", "builder_optimization_level", "max_aux_streams",
-                           "plugins_to_serialize"],
-        "ICudaEngine": ["hardware_compatibility_level", "num_aux_streams"],
-        "IExecutionContext": ["set_aux_streams"],
-        "Runtime": ["engine_host_code_allowed", "load_runtime"],
-    },
-    "enums": {"BuilderFlag": ["VERSION_COMPATIBLE", "EXCLUDE_LEAN_RUNTIME", "FP8"], "DataType": ["FP8"]},
-    "drop_enums": ["HardwareCompatibilityLevel"],
-}
-
-
-def derive_85(record_86: dict) -> dict:
-    out = json.loads(json.dumps(record_86))
-    out["version"] = "8.5.2"
-    out["module"] = [n for n in out["module"] if n not in REMOVED_IN_85["module"]]
-    for cls, names in REMOVED_IN_85["classes"].items():
-        out["classes"][cls] = [n for n in out["classes"][cls] if n not in names]
-    for enum, names in REMOVED_IN_85["enums"].items():
-        for name in names:
-            out["enums"][enum].pop(name, None)
-    for enum in REMOVED_IN_85["drop_enums"]:
-        out["enums"].pop(enum, None)
-    out["source"] = ("derived from trt-8.6.json (the real 8.6.1 module) less the Python API TensorRT 8.6 added; "
-                     "8.5 has no wheel on PyPI")
-    out["removed_from_8.6"] = REMOVED_IN_85
-    return out
-
-
 def _write(record: dict, output: str) -> None:
     with open(output, "w") as fh:
         json.dump(record, fh, indent=1, sort_keys=True)
@@ -163,8 +131,4 @@ def _write(record: dict, output: str) -> None:
 
 
 if __name__ == "__main__":
-    if sys.argv[1] == "--derive-8.5":
-        with open(sys.argv[2]) as fh:
-            _write(derive_85(json.load(fh)), sys.argv[3])
-    else:
-        _write(dump(sys.argv[1]), sys.argv[2])
+    _write(dump(sys.argv[1]), sys.argv[2])
