@@ -109,7 +109,8 @@ def expand_points(names: Sequence[str], settings: BenchSettings) -> List[ModelPo
         cfg = get_model_config(name)
         variants = [settings.mode] if settings.mode else list(cfg.variants or [None])
         if settings.mode and settings.mode not in (cfg.variants or ()):
-            raise UserInputError("{} has no mode {!r} (modes: {})".format(name, settings.mode, cfg.variants or "none"))
+            raise UserInputError("{} has no mode {!r} (modes: {})".format(
+                name, settings.mode, ", ".join(sorted(cfg.variants or ())) or "none"))
         if settings.checkpoint:
             points.extend(_checkpoint_points(name, variants, settings))
             continue

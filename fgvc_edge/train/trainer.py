@@ -250,7 +250,7 @@ def fit(run: _Run, ctx: DistContext, reporter: Reporter) -> TrainResult:
     """Train ``run.model`` for the remaining epochs; checkpoints and metrics go to the run folder."""
     out, recipe, splits = run.options.out_dir, run.recipe, run.splits
     if run.state is None and last_checkpoint(os.path.join(out, "last")) is not None:
-        raise UserInputError("{} already holds a run: continue it with --resume or choose another --out".format(out))
+        raise UserInputError("{} already holds a run: continue it with --resume or choose another --output".format(out))
     module = TrainingModule(run.model, recipe.loss).to(ctx.device)
     if run.state is not None and run.state.get("aux") is not None and module.mc is not None:
         module.mc.load_state_dict(run.state["aux"])

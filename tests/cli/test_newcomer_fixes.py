@@ -13,6 +13,7 @@ from fgvc_edge.cli import app
 from fgvc_edge.models import create_model
 
 runner = CliRunner()
+NAMES = ["class_a", "class_b", "class_c"]  # tiny_data.write_imagefolder's, so eval accepts the checkpoint
 
 
 def invoke(*args):
@@ -41,7 +42,7 @@ def workdir(tmp_path, monkeypatch):
 def checkpoint_32(tmp_path_factory):
     """A resnet18 checkpoint saved at 32 px, 3 classes."""
     folder = tmp_path_factory.mktemp("ck") / "birds" / "best"
-    save_checkpoint(create_model("resnet18", num_classes=3, input_size=32), str(folder), class_names=["a", "b", "c"])
+    save_checkpoint(create_model("resnet18", num_classes=3, input_size=32), str(folder), class_names=NAMES)
     return folder
 
 
@@ -65,7 +66,7 @@ def test_export_checkpoint_at_another_size_predicts(checkpoint_32, tmp_path, cap
     assert record["preprocess"]["resize_size"] / 48 == pytest.approx(256 / 224, abs=0.03)  # the recipe's ratio
     predicted = invoke("predict", write_image(tmp_path / "x.png"), "--model", out, "--topk", 2, "--json")
     assert predicted.exit_code == 0, predicted.output
-    assert [t["label"] for t in json.loads(predicted.output)[0]["top"]][0] in ("a", "b", "c")
+    assert [t["label"] for t in json.loads(predicted.output)[0]["top"]][0] in NAMES
 
 
 def test_export_checkpoint_at_its_own_size_says_nothing(checkpoint_32, tmp_path, caplog):
@@ -74,3 +75,138 @@ def test_export_checkpoint_at_its_own_size_says_nothing(checkpoint_32, tmp_path,
     assert result.exit_code == 0, result.output
     assert not [r for r in caplog.records if "trained at" in r.getMessage()]
     assert sidecar(tmp_path / "m.onnx")["preprocess"]["crop_size"] == 32
+
+
+# -- 8: eval's summary says which way top-1 moved ------------------------------------------------------------
+
+
+def constant_checkpoint(folder, label, names):
+    """A resnet18 that answers ``label`` for every image (zero head weights, one large bias)."""
+    import torch
+
+    model = create_model("resnet18", num_classes=len(names), input_size=32)
+    with torch.no_grad():
+        model.fc.weight.zero_()
+        model.fc.bias.zero_()
+        model.fc.bias[label] = 10.0
+    return save_checkpoint(model, str(folder), class_names=list(names))
+
+
+def test_eval_summary_shows_a_drop_as_a_drop(tmp_path, tiny):
+    from fgvc_edge.evaluate import top1_change
+
+    root = tmp_path / "data"
+    names = tiny.write_imagefolder(str(root), classes=3, train_per_class=1, test_per_class=4, size=40)
+    for name in names[1:]:  # test split: 4 images of class a, 1 of b, 1 of c
+        for extra in sorted((root / "test" / name).iterdir())[1:]:
+            extra.unlink()
+    good = constant_checkpoint(tmp_path / "good", 0, names)  # 4/6 right
+    bad = constant_checkpoint(tmp_path / "bad", 1, names)  # 1/6 right
+    result = invoke("eval", good, bad, "--data", root, "--output", tmp_path / "ev")
+    assert result.exit_code == 0, result.output
+    rows = json.loads((tmp_path / "ev" / "summary.json").read_text())["artifacts"]
+    assert rows[1]["top1"] == pytest.approx(1 / 6) and rows[1]["top1_drop_pp"] == pytest.approx(50.0)
+    md = (tmp_path / "ev" / "summary.md").read_text()
+    assert "top-1 vs first" in md and "| -50.00 pp drop |" in md and "+50" not in md
+    assert "-50.00 pp drop" in result.output
+    assert top1_change(-1.5) == "+1.50 pp gain" and top1_change(0.001) == "0.00 pp"
+
+
+# -- 9: messages that say what is wrong ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def exported_32(tmp_path_factory):
+    out = tmp_path_factory.mktemp("onnx") / "r18.onnx"
+    result = invoke("export", "resnet18", "--num-classes", 3, "--input-size", 32, "--batch", "dynamic", "-o", out)
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_calibrate_a_checkpoint_folder_says_to_export_it(checkpoint_32, tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(8):
+        write_image(images / "{}.png".format(i), seed=i)
+    result = invoke("calibrate", checkpoint_32, "--data", images, "-o", tmp_path / "q.onnx")
+    assert_one_line_error(result, "is a checkpoint folder, not an ONNX file; export it first: "
+                                  "fgvc-edge export resnet18 -c {}".format(checkpoint_32))
+    result = invoke("predict", write_image(tmp_path / "x.png"), "--model", checkpoint_32)
+    assert_one_line_error(result, "is a checkpoint folder, not an .onnx or .engine file; export it first")
+
+
+def test_output_under_a_file_names_the_file(tmp_path, checkpoint_32):
+    blocker = tmp_path / "notes.txt"
+    blocker.write_text("user data")
+    result = invoke("export", "resnet18", "--input-size", 32, "-o", blocker / "m.onnx")
+    assert_one_line_error(result, "cannot write {}: {} is a file, not a folder".format(blocker / "m.onnx", blocker))
+    result = invoke("prune", "resnet18", "-c", checkpoint_32, "--ratio", 0.2, "-o", blocker / "deep" / "ck")
+    assert_one_line_error(result, "{} is a file, not a folder".format(blocker))
+    assert blocker.read_text() == "user data"
+
+
+def test_eval_output_under_a_file_is_refused_before_evaluating(tmp_path, tiny, checkpoint_32):
+    root = tmp_path / "data"
+    tiny.write_imagefolder(str(root), classes=3, train_per_class=1, test_per_class=1, size=40)
+    blocker = tmp_path / "notes.txt"
+    blocker.write_text("user data")
+    result = invoke("eval", checkpoint_32, "--data", root, "-o", blocker / "ev")
+    assert_one_line_error(result, "{} is a file, not a folder".format(blocker))
+
+
+def test_predict_takes_a_folder_and_a_glob(exported_32, tmp_path):
+    folder = tmp_path / "imgs"
+    (folder / "sub").mkdir(parents=True)
+    for name in ("b.png", "a.jpg", "c.PNG"):
+        write_image(folder / name, seed=len(name))
+    (folder / "notes.txt").write_text("not an image")
+    write_image(folder / "sub" / "deeper.png")
+    result = invoke("predict", folder, "--model", exported_32, "--topk", 1, "--json")
+    assert result.exit_code == 0, result.output
+    images = [entry["image"] for entry in json.loads(result.output)]
+    assert images == [str(folder / n) for n in ("a.jpg", "b.png", "c.PNG")]  # sorted, images only, not recursive
+    result = invoke("predict", str(folder / "*.png"), "--model", exported_32, "--topk", 1, "--json")
+    assert [e["image"] for e in json.loads(result.output)] == [str(folder / "b.png")]
+    direct = invoke("predict", folder / "b.png", "--model", exported_32, "--topk", 1, "--json")
+    assert json.loads(direct.output)[0]["top"] == json.loads(result.output)[0]["top"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert_one_line_error(invoke("predict", empty, "--model", exported_32), "folder {} holds no image files".format(empty))
+    assert_one_line_error(invoke("predict", str(folder / "*.gif"), "--model", exported_32), "holds no image files")
+
+
+def test_eval_accepts_val_as_the_held_out_split(tmp_path, tiny, checkpoint_32):
+    root = tmp_path / "data"
+    tiny.write_imagefolder(str(root), classes=3, train_per_class=1, test_per_class=2, size=40)
+    (root / "test").rename(root / "val")  # an ImageFolder tree with train/ + val/
+    results = {}
+    for split in ("val", "test"):
+        result = invoke("eval", checkpoint_32, "--data", root, "--split", split, "-o", tmp_path / split)
+        assert result.exit_code == 0, result.output
+        results[split] = json.loads((tmp_path / split / "summary.json").read_text())["artifacts"][0]
+    assert results["val"]["images"] == results["test"]["images"] == 6
+    assert results["val"]["top1"] == results["test"]["top1"]
+    assert_one_line_error(invoke("eval", checkpoint_32, "--data", root, "--split", "dev"), "split must be train or test")
+
+
+def test_mode_errors_list_the_modes_as_words():
+    result = invoke("bench", "cmal_resnet18", "--mode", "foo", "--runtimes", "none")
+    assert_one_line_error(result, "(modes: raw, raw+aoval)")
+    assert "('" not in result.output
+
+
+def test_renamed_options_keep_their_old_names_hidden(tmp_path, exported_32):
+    images = tmp_path / "images"
+    images.mkdir()
+    for i in range(8):
+        write_image(images / "{}.png".format(i), seed=i)
+    for flag in ("--calib-images", "--num-images"):  # the old name still works, and the message uses the new one
+        result = invoke("calibrate", exported_32, "--data", images, flag, 4, "-o", tmp_path / "q.onnx")
+        assert_one_line_error(result, "--calib-images must be >= 8, got 4")
+    result = invoke("calibrate", exported_32, "--data", images, "--calib-images", 8, "--num-images", 9)
+    assert_one_line_error(result, "--calib-images and --num-images are the same option")
+    calibrate_help = invoke("calibrate", "--help").output
+    assert "--calib-images" in calibrate_help and "--num-images" not in calibrate_help
+    for command in ("eval", "train"):
+        text = invoke(command, "--help").output
+        assert "--output" in text and "--out " not in text and "--out\n" not in text
