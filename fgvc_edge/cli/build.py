@@ -58,6 +58,11 @@ def build_cmd(
         result = build(source, settings, model=model, output=output and str(output), on_calib_batch=advance)
     reused = " (reused: {})".format(", ".join(result.reused)) if result.reused else ""
     console.print("wrote {} (+ .json){}".format(result.path, reused), highlight=False)
+    check = result.check
+    if check:
+        console.print("{} vs {}: rel err {:.2e}, max abs {:.2e}, top-1 agreement {:.0%} over {} samples".format(
+            settings.precision.upper(), check["against"], check["rel_error"], check["max_abs_error"],
+            check["top1_agreement"], check["samples"]), highlight=False)
     for extra in result.extra_files:
         console.print("wrote {}".format(extra), highlight=False)
 

@@ -84,6 +84,9 @@ class BuildResult:
     intermediates: Dict[str, str] = field(default_factory=dict)
     reused: List[str] = field(default_factory=list)
     extra_files: List[str] = field(default_factory=list)
+    # How far the delivered graph is from its reference (rel_error, max_abs_error, top1_agreement, samples,
+    # against): FP32 vs PyTorch (the export's parity), FP16/INT8 vs the FP32 ONNX.
+    check: Dict[str, Any] = field(default_factory=dict)
 
 
 def default_output(record: Dict[str, Any], precision: str, profile: BatchProfile, target: str) -> str:
@@ -116,6 +119,7 @@ def build(
     fp32_path = _fp32_onnx(source, model, settings, result)
     typed = _typed_onnx(fp32_path, settings, result, on_calib_batch)
     record = dict(source_record(typed))
+    result.check = quality_check(record, settings.precision)
     if isinstance(settings.calibration.data, SyntheticImages) and settings.precision == "int8":
         record["calibration_note"] = SYNTHETIC_NOTE
     output = output or default_output(record, settings.precision, settings.profile, settings.target)
@@ -125,6 +129,15 @@ def build(
         _deliver_engine(typed, output, record, settings.tensorrt_settings(), trt, gpu, result)
     result.path, result.record = output, record
     return result
+
+
+def quality_check(record: Dict[str, Any], precision: str) -> Dict[str, Any]:
+    """The typed graph's recorded agreement with its reference (empty when the record has none)."""
+    if precision == "fp32":
+        figures, against = record.get("parity"), "PyTorch"
+    else:
+        figures, against = record.get(precision + "_check"), "FP32 ONNX"
+    return dict(figures, against=against) if figures else {}
 
 
 # -- stage 1: FP32 ONNX -----------------------------------------------------------------------------

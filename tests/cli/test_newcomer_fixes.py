@@ -210,3 +210,60 @@ def test_renamed_options_keep_their_old_names_hidden(tmp_path, exported_32):
     for command in ("eval", "train"):
         text = invoke(command, "--help").output
         assert "--output" in text and "--out " not in text and "--out\n" not in text
+
+
+# -- 10: no silent no-ops ------------------------------------------------------------------------------------
+
+
+def test_bench_checkpoint_refuses_another_class_count(checkpoint_32, tmp_path):
+    result = invoke("bench", "resnet18", "-c", checkpoint_32, "--num-classes", 200, "--runtimes", "none")
+    assert_one_line_error(result, "has 3 classes; --num-classes 200 disagrees")
+    result = invoke("bench", "resnet18", "-c", checkpoint_32, "--num-classes", 3, "--runtimes", "none",
+                    "--json", tmp_path / "b.json", "--markdown", tmp_path / "b.md")
+    assert result.exit_code == 0, result.output
+    assert [r["num_classes"] for r in json.loads((tmp_path / "b.json").read_text())] == [3]
+
+
+def test_reparam_with_nothing_to_do_writes_nothing(checkpoint_32, workdir):
+    result = invoke("reparam", "resnet18", "-c", checkpoint_32, "-o", "deploy")
+    assert_one_line_error(result, "nothing to reparameterize in {}: no multi-branch blocks (--fold-bn".format(
+        checkpoint_32))
+    assert not (workdir / "deploy").exists()
+    folded = invoke("reparam", "resnet18", "-c", checkpoint_32, "--fold-bn", "-o", "deploy")
+    assert folded.exit_code == 0, folded.output
+    assert (workdir / "deploy" / "model.safetensors").exists()
+    again = invoke("reparam", "resnet18", "-c", "deploy", "--fold-bn", "-o", "deploy2")  # already folded
+    assert_one_line_error(again, "no multi-branch blocks, no Conv→BatchNorm pairs; nothing written")
+    assert not (workdir / "deploy2").exists()
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16", "int8"])
+def test_build_prints_the_parity_of_what_it_built(precision, workdir):
+    import fgvc_edge.engine.pipeline as pipeline
+
+    args = ["build", "resnet18", "--" + precision, "--target", "onnxruntime", "--input-size", 32, "--num-classes", 3,
+            "-o", "m.onnx"]
+    if precision == "int8":
+        (workdir / "calib").mkdir()
+        for i in range(8):
+            write_image(workdir / "calib" / "{}.png".format(i), seed=i)
+        args += ["--calib-data", "calib", "--calib-images", 8]
+    result = invoke(*args)
+    assert result.exit_code == 0, result.output
+    record = sidecar(workdir / "m.onnx")
+    figures = record["parity"] if precision == "fp32" else record[precision + "_check"]
+    assert figures == {k: v for k, v in pipeline.quality_check(record, precision).items() if k != "against"}
+    against = "PyTorch" if precision == "fp32" else "FP32 ONNX"
+    assert "{} vs {}: rel err {:.2e}".format(precision.upper(), against, figures["rel_error"]) in result.output
+    assert "over {} samples".format(figures["samples"]) in result.output
+
+
+def test_bench_engine_without_tensorrt_is_one_line(exported_32, tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "tensorrt", None)  # `import tensorrt` fails, as on a machine without it
+    engine = tmp_path / "m.engine"
+    engine.write_bytes(b"not really an engine")
+    (tmp_path / "m.engine.json").write_text(json.dumps(dict(sidecar(exported_32), format="tensorrt")))
+    result = invoke("bench", engine, "--iters", 1, "--warmup", 0)
+    assert_one_line_error(result, "TensorRT is not usable here")
