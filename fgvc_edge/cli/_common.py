@@ -51,6 +51,7 @@ CheckpointOpt = Annotated[
 NumClassesOpt = Annotated[Optional[int], typer.Option("--num-classes", min=1, help="Classes of the head (default: the model's).")]
 InputSizeOpt = Annotated[Optional[int], typer.Option("--input-size", min=16, help="Square input size (default: the model's).")]
 OutputOpt = Annotated[Optional[Path], typer.Option("--output", "-o", help="Output path.")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Replace an artifact of another model or checkpoint at the output path.")]
 ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", min=1, help="CPU threads (default: all cores).")]
 
 

@@ -17,6 +17,7 @@ from fgvc_edge.contract.sidecar import read_sidecar, write_sidecar
 from fgvc_edge.engine.tensorrt_builder import BatchProfile, GpuInfo, TensorRTSettings, build_engine, check_settings, trt_version
 from fgvc_edge.errors import UserInputError
 from fgvc_edge.export.cache import ModelOptions, export_cached
+from fgvc_edge.export.naming import artifact_path, refuse_other_source
 from fgvc_edge.precision import SyntheticImages, calibrate_onnx, check_tensorrt_qdq, convert_fp16, is_quantized
 from fgvc_edge.precision._artifact import load_onnx, source_record
 
@@ -90,11 +91,10 @@ class BuildResult:
 
 
 def default_output(record: Dict[str, Any], precision: str, profile: BatchProfile, target: str) -> str:
-    stem = record.get("model") or "model"
-    if record.get("variant"):
-        stem += "-" + str(record["variant"]).replace("+", "_")
+    """``engines/<model>[-<variant>]-<checkpoint or random>-<precision>-<b1|bdyn>.<engine|onnx>``."""
     suffix = ".engine" if target == "tensorrt" else ".onnx"
-    return os.path.join("engines", "{}-{}-{}{}".format(stem, precision, profile.label, suffix))
+    return artifact_path(record.get("model") or "model", record.get("variant"), record.get("checkpoint"), precision,
+                         profile.label, suffix)
 
 
 def build(
@@ -104,8 +104,10 @@ def build(
     model: ModelOptions = ModelOptions(),
     output: Optional[str] = None,
     on_calib_batch: Optional[Callable[[int], None]] = None,
+    force: bool = False,
 ) -> BuildResult:
-    """Build ``source`` (registry name or .onnx path) as ``settings`` say; see the module docstring."""
+    """Build ``source`` (registry name or .onnx path) as ``settings`` say; see the module docstring.
+    An artifact of another source at ``output`` is replaced only with ``force`` (see export.naming)."""
     trt = gpu = None
     if settings.target == "tensorrt":
         # Fail in a second, before export/calibration, on a machine that cannot build engines.
@@ -123,6 +125,7 @@ def build(
     if isinstance(settings.calibration.data, SyntheticImages) and settings.precision == "int8":
         record["calibration_note"] = SYNTHETIC_NOTE
     output = output or default_output(record, settings.precision, settings.profile, settings.target)
+    refuse_other_source(output, record, force)
     if settings.target == "onnxruntime":
         _deliver_onnx(typed, output, record)
     else:

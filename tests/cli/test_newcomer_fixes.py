@@ -267,3 +267,74 @@ def test_bench_engine_without_tensorrt_is_one_line(exported_32, tmp_path, monkey
     (tmp_path / "m.engine.json").write_text(json.dumps(dict(sidecar(exported_32), format="tensorrt")))
     result = invoke("bench", engine, "--iters", 1, "--warmup", 0)
     assert_one_line_error(result, "TensorRT is not usable here")
+
+
+# -- 5: default names carry the source; another source is not replaced without --force ---------------------
+
+
+@pytest.mark.parametrize("checkpoint,label", [
+    (None, "random"),
+    ("runs/cub/best", "cub_best"),
+    ("runs/cub/last/model.safetensors", "cub_last"),
+    ("runs/cub-p30", "cub-p30"),
+    ("runs/my birds", "my_birds"),
+])
+def test_source_labels(checkpoint, label):
+    from fgvc_edge.export.naming import artifact_path, source_label
+
+    assert source_label(checkpoint) == label
+    assert artifact_path("cmal_resnet50", "raw+aoval", checkpoint, "fp16", "b1", ".engine") == \
+        "engines/cmal_resnet50-raw_aoval-{}-fp16-b1.engine".format(label)
+
+
+def test_export_names_carry_the_source_and_never_replace_another(checkpoint_32, workdir):
+    from fgvc_edge._io import sha256_file
+
+    random_out = workdir / "engines" / "resnet18-random-fp32-b1.onnx"
+    result = invoke("export", "resnet18", "--input-size", 32, "--num-classes", 3)
+    assert result.exit_code == 0, result.output
+    assert "wrote engines/resnet18-random-fp32-b1.onnx" in result.output and "random weights" in result.output
+    random_sha = sha256_file(str(random_out))
+
+    result = invoke("export", "resnet18", "-c", checkpoint_32, "--batch", "dynamic")
+    assert result.exit_code == 0, result.output
+    assert "wrote engines/resnet18-birds_best-fp32-bdyn.onnx" in result.output and "random weights" not in result.output
+    assert sidecar(workdir / "engines" / "resnet18-birds_best-fp32-bdyn.onnx")["checkpoint_sha256"] == \
+        sha256_file(str(checkpoint_32 / "model.safetensors"))
+    assert sha256_file(str(random_out)) == random_sha  # the random-init export is still there
+
+    refused = invoke("export", "resnet18", "-c", checkpoint_32, "-o", random_out)
+    assert_one_line_error(refused, "{} holds resnet18 from random weights, not resnet18 from {}: give another -o, "
+                                   "or --force to replace it".format(random_out, checkpoint_32))
+    assert sha256_file(str(random_out)) == random_sha
+    refused = invoke("build", "resnet18", "-c", checkpoint_32, "--fp32", "--target", "onnxruntime", "-o", random_out)
+    assert_one_line_error(refused, "holds resnet18 from random weights")
+
+    # The same source is replaced (another size); another source with --force.
+    assert invoke("export", "resnet18", "--input-size", 48, "--num-classes", 3, "-o", random_out).exit_code == 0
+    assert sidecar(random_out)["input_size"] == 48
+    forced = invoke("export", "resnet18", "-c", checkpoint_32, "-o", random_out, "--force")
+    assert forced.exit_code == 0, forced.output
+    assert sidecar(random_out)["checkpoint"] == str(checkpoint_32)
+
+
+def test_a_moved_checkpoint_is_the_same_source(checkpoint_32, workdir):
+    import shutil
+
+    out = workdir / "m.onnx"
+    assert invoke("export", "resnet18", "-c", checkpoint_32, "-o", out).exit_code == 0
+    moved = workdir / "moved"
+    shutil.copytree(str(checkpoint_32), str(moved))
+    assert invoke("export", "resnet18", "-c", moved, "-o", out).exit_code == 0  # same weights (sha256)
+
+
+def test_build_default_names_carry_the_source(checkpoint_32, workdir):
+    result = invoke("build", "resnet18", "-c", checkpoint_32, "--fp16", "--target", "onnxruntime")
+    assert result.exit_code == 0, result.output
+    assert "wrote engines/resnet18-birds_best-fp16-b1.onnx" in result.output and "random weights" not in result.output
+    result = invoke("build", "resnet18", "--fp16", "--target", "onnxruntime", "--input-size", 32, "--min-batch", 1,
+                    "--max-batch", 4)
+    assert result.exit_code == 0, result.output
+    assert "wrote engines/resnet18-random-fp16-bdyn.onnx" in result.output and "random weights" in result.output
+    assert sorted(p.name for p in (workdir / "engines").glob("*.onnx")) == [
+        "resnet18-birds_best-fp16-b1.onnx", "resnet18-random-fp16-bdyn.onnx"]
