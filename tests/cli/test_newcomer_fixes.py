@@ -338,3 +338,45 @@ def test_build_default_names_carry_the_source(checkpoint_32, workdir):
     assert "wrote engines/resnet18-random-fp16-bdyn.onnx" in result.output and "random weights" in result.output
     assert sorted(p.name for p in (workdir / "engines").glob("*.onnx")) == [
         "resnet18-birds_best-fp16-b1.onnx", "resnet18-random-fp16-bdyn.onnx"]
+
+
+# -- 4: pruning says its weights need fine-tuning, and fine-tunes on request ---------------------------------
+
+
+def eval_top1(checkpoint, data, out):
+    result = invoke("eval", checkpoint, "--data", data, "-o", out)
+    assert result.exit_code == 0, result.output
+    return json.loads((out / "summary.json").read_text())["artifacts"][0]["top1"]
+
+
+def test_prune_without_data_says_to_fine_tune(checkpoint_32, workdir):
+    result = invoke("prune", "resnet18", "-c", checkpoint_32, "--ratio", 0.3, "-o", "p30")
+    assert result.exit_code == 0, result.output
+    assert "pruned weights need fine-tuning" in result.output and "--finetune-data DIR --epochs N" in result.output
+    assert_one_line_error(invoke("prune", "resnet18", "-c", checkpoint_32, "--ratio", 0.3, "--epochs", 2, "-o", "x"),
+                          "add --finetune-data DIR")
+    assert not (workdir / "x").exists()
+
+
+def test_prune_with_data_fine_tunes_and_reports_before_and_after(checkpoint_32, workdir, tiny):
+    import re
+
+    data = workdir / "data"
+    tiny.write_imagefolder(str(data), classes=3, train_per_class=8, test_per_class=4, size=40)
+    assert invoke("prune", "resnet18", "-c", checkpoint_32, "--ratio", 0.3, "-o", "plain").exit_code == 0
+    result = invoke("prune", "resnet18", "-c", checkpoint_32, "--ratio", 0.3, "--finetune-data", data, "--epochs", 2,
+                    "--batch-size", 8, "-o", "tuned")
+    assert result.exit_code == 0, result.output
+    assert "need fine-tuning" not in result.output
+    before, after = (float(v) / 100 for v in re.search(
+        r"fine-tuned 2 epoch\(s\) on .*: top-1 ([\d.]+)% before → ([\d.]+)% after", result.output).groups())
+    # "before" is the pruned model as written without fine-tuning; "after" is the checkpoint written.
+    assert before == pytest.approx(eval_top1(workdir / "plain", data, workdir / "ev1"), abs=1e-4)
+    assert after == pytest.approx(eval_top1(workdir / "tuned", data, workdir / "ev2"), abs=1e-4)
+    rows = (workdir / "tuned" / "finetune" / "metrics.csv").read_text().splitlines()
+    assert len(rows) == 3  # header + 2 epochs
+    record = json.loads((workdir / "tuned" / "fgvc.json").read_text())
+    assert record["class_names"] == NAMES and record["structure"]["transforms"][-1]["name"] == "prune"
+    plain, tuned = create_model("resnet18", checkpoint="plain"), create_model("resnet18", checkpoint="tuned")
+    assert plain.fc.in_features == tuned.fc.in_features < 512
+    assert not np.array_equal(plain.fc.weight.detach().numpy(), tuned.fc.weight.detach().numpy())
