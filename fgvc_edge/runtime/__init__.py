@@ -5,7 +5,7 @@ typer — and stays valid on Python 3.8 (JetPack 5)::
 
     from fgvc_edge.runtime import load
 
-    with load("engines/resnet50-fp32.onnx") as runner:
+    with load("engines/resnet50-cub_best-fp32-b1.onnx") as runner:
         top5 = runner.predict(["bird.jpg"], topk=5)[0]
 """
 import os
