@@ -18,6 +18,7 @@ def atomic_path(path: str) -> Iterator[str]:
     """Yield a temporary path in ``path``'s folder; on success it is renamed onto ``path``."""
     target = os.path.abspath(str(path))
     folder = os.path.dirname(target)
+    refuse_file_in_the_way(path, folder)
     try:
         os.makedirs(folder, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(target) + ".", suffix=".tmp", dir=folder)
@@ -34,6 +35,19 @@ def atomic_path(path: str) -> Iterator[str]:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def refuse_file_in_the_way(path: str, folder: str) -> None:
+    """Refuse to write ``path`` when ``folder`` (where it goes) or an ancestor is a file: makedirs would say only
+    "File exists" or "Not a directory"."""
+    current = os.path.abspath(folder)
+    while not os.path.exists(current):
+        parent = os.path.dirname(current)
+        if parent == current:
+            return
+        current = parent
+    if not os.path.isdir(current):
+        raise UserInputError("cannot write {}: {} is a file, not a folder".format(path, current))
 
 
 def write_json(path: str, data: Any) -> None:

@@ -1,5 +1,7 @@
 """Errors a user can cause. The CLI prints them as one line and exits with code 2."""
 import importlib
+import json
+import os
 from types import ModuleType
 
 
@@ -27,3 +29,18 @@ def require(module: str, extra: str) -> ModuleType:
                 module, exc, extra
             )
         ) from None
+
+
+def not_a_file(path: str, expected: str) -> UserInputError:
+    """The error for a folder given where ``expected`` (e.g. "an ONNX file") is needed; a checkpoint folder is
+    named as one, with the command that exports it."""
+    record_path = os.path.join(str(path), "fgvc.json")
+    if os.path.isfile(record_path):
+        try:
+            with open(record_path, encoding="utf-8") as fh:
+                model = json.load(fh).get("model") or "MODEL"
+        except (OSError, ValueError, AttributeError):
+            model = "MODEL"
+        return UserInputError("{} is a checkpoint folder, not {}; export it first: fgvc-edge export {} -c {}".format(
+            path, expected, model, path))
+    return UserInputError("{} is a folder, not {}".format(path, expected))

@@ -4,7 +4,8 @@ A model name is measured at each configuration its paper reports (input size, cl
 defaults when no paper gives figures, or at ``--input-size`` when given. PyTorch eager and ONNX Runtime run in
 the same process, with the same thread count, each at its best standard settings: eager under
 ``torch.inference_mode()``; ONNX Runtime with every graph optimisation. An ``.onnx`` path is measured with
-ONNX Runtime alone and needs no torch (its params/MACs come from the sidecar written at export).
+ONNX Runtime alone and needs no torch (its params/MACs come from the sidecar written at export); an
+``.engine``/``.plan`` with the TensorRT runner, where TensorRT and a GPU are present.
 When a paper row names a baseline (CMAL-Net Table 9 → ResNet50), the baseline is measured in the same run so
 the latency ratio ours/baseline can stand next to the paper's.
 """
@@ -21,6 +22,7 @@ from fgvc_edge.bench.timing import PeakRSS, device_name, time_calls, time_cuda_c
 from fgvc_edge.errors import UserInputError, require
 
 RUNTIMES = ("torch", "onnxruntime")
+ARTIFACT_SUFFIXES = (".onnx", ".engine", ".plan")
 # fp32 for every runtime; fp16: PyTorch on CUDA (autocast); int8: ONNX Runtime (synthetic calibration).
 PRECISIONS = ("fp32", "fp16", "int8")
 DEVICES = ("cpu", "cuda")
@@ -96,7 +98,7 @@ def default_targets() -> List[str]:
 
 
 def is_artifact(target: str) -> bool:
-    return target.lower().endswith((".onnx", ".engine", ".plan")) or os.path.sep in target
+    return target.lower().endswith(ARTIFACT_SUFFIXES) or os.path.sep in target
 
 
 def run_bench(targets: Sequence[str], settings: BenchSettings, progress: Progress = None) -> List[Row]:
@@ -135,7 +137,8 @@ def expand_points(names: Sequence[str], settings: BenchSettings) -> List[ModelPo
         cfg = get_model_config(name)
         variants = [settings.mode] if settings.mode else list(cfg.variants or [None])
         if settings.mode and settings.mode not in (cfg.variants or ()):
-            raise UserInputError("{} has no mode {!r} (modes: {})".format(name, settings.mode, cfg.variants or "none"))
+            raise UserInputError("{} has no mode {!r} (modes: {})".format(
+                name, settings.mode, ", ".join(sorted(cfg.variants or ())) or "none"))
         if settings.checkpoint:
             points.extend(_checkpoint_points(name, variants, settings))
             continue
@@ -171,6 +174,10 @@ def _checkpoint_points(name: str, variants: Sequence[Optional[str]], settings: B
     transformed = bool((record.get("structure") or {}).get("transforms"))
     size = settings.input_size or record.get("input_size") or get_model_config(name).input_size
     classes = record["num_classes"]
+    if settings.num_classes is not None and settings.num_classes != classes:
+        # The head's width is in the weights: measuring another one would silently measure a different model.
+        raise UserInputError("{} has {} classes; --num-classes {} disagrees (drop it)".format(
+            settings.checkpoint, classes, settings.num_classes))
     points = []
     for variant in variants:
         paper_id = papers.matching_row(name, variant, size, classes)
@@ -344,8 +351,8 @@ def bench_artifact(path: str, settings: BenchSettings, progress: Progress) -> Li
 
     if not os.path.isfile(path):
         raise UserInputError("no such artifact: {}".format(path))
-    if not path.lower().endswith(".onnx"):
-        raise UserInputError("cannot bench {}: expected an .onnx file".format(path))
+    if not path.lower().endswith(ARTIFACT_SUFFIXES):
+        raise UserInputError("cannot bench {}: expected an .onnx, .engine or .plan file".format(path))
     record = read_sidecar(path) or {}
     size = record.get("input_size")
     if not size:
@@ -364,9 +371,32 @@ def bench_artifact(path: str, settings: BenchSettings, progress: Progress) -> Li
         "threads": settings.threads,
         "paper": papers.paper_summary(paper_id) if paper_id else None,
     }
+    if not path.lower().endswith(".onnx"):
+        return _tensorrt_rows(path, base, settings, progress, precision=record.get("precision", "fp32"))
     fixed = record.get("batch")
     batches = list(settings.batches) if fixed in (None, "dynamic") else [int(fixed)]
     return _ort_rows(path, base, batches, settings, progress, precision=record.get("precision", "fp32"))
+
+
+def _tensorrt_rows(path: str, base: Row, settings: BenchSettings, progress: Progress, precision: str) -> List[Row]:
+    """A TensorRT engine through the deployable runner (host wall clock per call, copies in and out included);
+    where TensorRT or a GPU is absent the runner refuses in one line."""
+    from fgvc_edge.runtime import load
+
+    rows = []
+    size = base["input_size"]
+    with load(path) as runner:
+        fixed = runner.fixed_batch
+        for batch in [fixed] if fixed else settings.batches:
+            _say(progress, "tensorrt {} b{}".format(_label_row(base), batch))
+            x = np.random.default_rng(0).standard_normal((batch, 3, size, size)).astype(np.float32)
+            with PeakRSS() as mem:
+                stats = time_calls(lambda: runner.infer(x), batch=batch, iters=settings.iters, warmup=settings.warmup)
+            used = {"tensorrt": runner.tensorrt_version, "timing": "host wall clock, copies included"}
+            row = _row(base, "tensorrt", precision, batch, stats, mem.added_mb, os.path.getsize(path) / 2**20, used)
+            row["device"] = runner.gpu["name"]
+            rows.append(row)
+    return rows
 
 
 def _ort_rows(

@@ -4,13 +4,15 @@ import logging
 import sys
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, TypeVar
 
 import typer
 from rich.console import Console
 from typing_extensions import Annotated
 
 from fgvc_edge.errors import FgvcError
+
+T = TypeVar("T")
 
 # Wide enough for the bench table when output goes to a file or CI log.
 console = Console(width=None if sys.stdout.isatty() else 160)
@@ -49,6 +51,7 @@ CheckpointOpt = Annotated[
 NumClassesOpt = Annotated[Optional[int], typer.Option("--num-classes", min=1, help="Classes of the head (default: the model's).")]
 InputSizeOpt = Annotated[Optional[int], typer.Option("--input-size", min=16, help="Square input size (default: the model's).")]
 OutputOpt = Annotated[Optional[Path], typer.Option("--output", "-o", help="Output path.")]
+ForceOpt = Annotated[bool, typer.Option("--force", help="Replace an artifact of another model or checkpoint at the output path.")]
 ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", min=1, help="CPU threads (default: all cores).")]
 
 
@@ -57,3 +60,16 @@ def fail_if_exists_as_dir(path: Optional[Path]) -> None:
 
     if path is not None and path.is_dir():
         raise UserInputError("output {} is a folder; give a file path".format(path))
+
+
+def renamed(value: Optional[T], old_value: Optional[T], name: str, old_name: str) -> Optional[T]:
+    """The value of option ``name``, also accepted under its former ``old_name`` (a hidden alias, so scripts
+    written against the old name keep working); both at once with different values is refused."""
+    from fgvc_edge.errors import UserInputError
+
+    if old_value is None:
+        return value
+    if value is not None and value != old_value:
+        raise UserInputError("{} and {} are the same option ({} is its old name); give it once".format(
+            name, old_name, old_name))
+    return old_value

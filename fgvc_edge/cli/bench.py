@@ -22,7 +22,7 @@ def _int_list(text: str, option: str) -> List[int]:
 def bench_cmd(
     targets: Annotated[
         Optional[List[str]],
-        typer.Argument(help="Model names or .onnx artifacts (default: every model a paper gives figures for).", show_default=False),
+        typer.Argument(help="Model names, .onnx or .engine artifacts (default: every model a paper gives figures for).", show_default=False),
     ] = None,
     input_size: InputSizeOpt = None,
     num_classes: NumClassesOpt = None,

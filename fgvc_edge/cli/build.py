@@ -6,7 +6,15 @@ from typing import Optional
 import typer
 from typing_extensions import Annotated
 
-from fgvc_edge.cli._common import CheckpointOpt, InputSizeOpt, NumClassesOpt, OutputOpt, console, fail_if_exists_as_dir
+from fgvc_edge.cli._common import (
+    CheckpointOpt,
+    ForceOpt,
+    InputSizeOpt,
+    NumClassesOpt,
+    OutputOpt,
+    console,
+    fail_if_exists_as_dir,
+)
 from fgvc_edge.cli.calibrate import MethodOpt, calibration_progress
 from fgvc_edge.engine.tensorrt_builder import BatchProfile
 from fgvc_edge.errors import UserInputError
@@ -34,9 +42,14 @@ def build_cmd(
     version_compatible: Annotated[bool, typer.Option("--version-compatible", help="Engine for later TensorRT too.")] = False,
     target: Annotated[str, typer.Option("--target", help="tensorrt (.engine) or onnxruntime (.onnx, CPU).")] = "tensorrt",
     output: OutputOpt = None,
+    force: ForceOpt = False,
 ) -> None:
-    """Build SOURCE into a deployable: export → FP16/INT8 ONNX → engine (each step cached by content)."""
+    """Build SOURCE into a deployable: export → FP16/INT8 ONNX → engine (each step cached by content).
+
+    Default output: engines/MODEL[-MODE]-SOURCE-PRECISION-b1|bdyn.engine|onnx (SOURCE: the checkpoint folder's
+    name, or random)."""
     from fgvc_edge.engine import BuildSettings, CalibrationSettings, ModelOptions, TensorRTOptions, build
+    from fgvc_edge.export.naming import RANDOM_WEIGHTS_NOTE
 
     fail_if_exists_as_dir(output)
     chosen = [name for name, flag in (("fp32", fp32), ("fp16", fp16), ("int8", int8)) if flag]
@@ -55,11 +68,19 @@ def build_cmd(
         calib_total = len(select_images(str(calib_data), calib_images))
     progress = calibration_progress(calib_total) if calib_total else contextlib.nullcontext(None)
     with progress as advance:
-        result = build(source, settings, model=model, output=output and str(output), on_calib_batch=advance)
+        result = build(source, settings, model=model, output=output and str(output), on_calib_batch=advance,
+                       force=force)
     reused = " (reused: {})".format(", ".join(result.reused)) if result.reused else ""
     console.print("wrote {} (+ .json){}".format(result.path, reused), highlight=False)
+    check = result.check
+    if check:
+        console.print("{} vs {}: rel err {:.2e}, max abs {:.2e}, top-1 agreement {:.0%} over {} samples".format(
+            settings.precision.upper(), check["against"], check["rel_error"], check["max_abs_error"],
+            check["top1_agreement"], check["samples"]), highlight=False)
     for extra in result.extra_files:
         console.print("wrote {}".format(extra), highlight=False)
+    if not result.record.get("checkpoint"):
+        console.print(RANDOM_WEIGHTS_NOTE, highlight=False)
 
 
 def batch_profile(

@@ -6,8 +6,9 @@ from typing import Callable, Iterator, Optional
 import typer
 from typing_extensions import Annotated
 
-from fgvc_edge.cli._common import console, err_console, fail_if_exists_as_dir
+from fgvc_edge.cli._common import console, err_console, fail_if_exists_as_dir, renamed
 
+DEFAULT_CALIB_IMAGES = 512
 CalibDataOpt = Annotated[Path, typer.Option("--data", help="Folder of calibration images (searched recursively).")]
 MethodOpt = Annotated[str, typer.Option("--method", help="Range calibration: minmax, entropy or percentile.")]
 TargetOpt = Annotated[str, typer.Option("--target", help="tensorrt (symmetric s8 Q/DQ) or onnxruntime (u8s8, CPU).")]
@@ -17,7 +18,8 @@ def calibrate_cmd(
     onnx_file: Annotated[Path, typer.Argument(help="FP32 ONNX exported by fgvc-edge (with its sidecar).",
                                               show_default=False)],
     data: CalibDataOpt,
-    num_images: Annotated[int, typer.Option("--num-images", help="Images to calibrate on.")] = 512,
+    calib_images: Annotated[Optional[int], typer.Option("--calib-images", help="Images to calibrate on (default 512).")] = None,
+    old_num_images: Annotated[Optional[int], typer.Option("--num-images", hidden=True)] = None,
     method: MethodOpt = "minmax",
     target: TargetOpt = "tensorrt",
     force: Annotated[bool, typer.Option("--force", help="Recalibrate even when the cache matches.")] = False,
@@ -27,6 +29,7 @@ def calibrate_cmd(
     from fgvc_edge.precision import calibrate_onnx, select_images
 
     fail_if_exists_as_dir(output)
+    num_images = renamed(calib_images, old_num_images, "--calib-images", "--num-images") or DEFAULT_CALIB_IMAGES
     count = len(select_images(str(data), num_images))  # refuses a bad folder before anything loads
     with calibration_progress(count) as advance:
         result = calibrate_onnx(str(onnx_file), str(data), str(output) if output else None, num_images=num_images,

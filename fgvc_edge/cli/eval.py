@@ -5,7 +5,7 @@ from typing import List, Optional
 import typer
 from typing_extensions import Annotated
 
-from fgvc_edge.cli._common import ThreadsOpt, console, err_console
+from fgvc_edge.cli._common import ThreadsOpt, console, err_console, renamed
 from fgvc_edge.cli.train import DataOpt, DatasetOpt
 
 
@@ -13,18 +13,21 @@ def eval_cmd(
     artifacts: Annotated[List[Path], typer.Argument(help="Checkpoint folders, .onnx files, .engine files; the first is the reference.", show_default=False)],
     data: DataOpt,
     dataset: DatasetOpt = "auto",
-    split: Annotated[str, typer.Option("--split", help="train or test.")] = "test",
+    split: Annotated[str, typer.Option("--split", help="train or test (val: the held-out split, the same as test).")] = "test",
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Batch (a fixed-batch artifact uses its own).")] = 32,
     limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Evaluate this many images, spread over the split.")] = None,
     threads: ThreadsOpt = None,
     workers: Annotated[int, typer.Option("--workers", min=1, help="Image decoding threads.")] = 4,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (metrics, per-class CSV, confusion PNGs).")] = Path("runs/eval"),
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Output folder (metrics, per-class CSV, confusion PNGs; default runs/eval).")] = None,
+    old_out: Annotated[Optional[Path], typer.Option("--out", hidden=True)] = None,
 ) -> None:
     """Evaluate ARTIFACTS on --data: top-1, top-5, per-class accuracy, confusion matrix, drop vs the first."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
-    from fgvc_edge.evaluate import evaluate_artifacts
+    from fgvc_edge.evaluate import evaluate_artifacts, top1_change
+
+    out = renamed(output, old_out, "--output", "--out") or Path("runs/eval")
 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=err_console, transient=True) as progress:
@@ -41,12 +44,12 @@ def eval_cmd(
     info = report.data.describe()
     table = Table(title="{} {} split: {} images, {} classes".format(info["layout"], split, report.results[0].metrics.images
                                                                    + report.results[0].skipped, info["num_classes"]))
-    for column in ("artifact", "runtime", "precision", "top-1", "top-5", "class-mean", "top-1 drop", "agree", "ms/img"):
+    for column in ("artifact", "runtime", "precision", "top-1", "top-5", "class-mean", "top-1 vs first", "agree", "ms/img"):
         table.add_column(column, justify="left" if column in ("artifact", "runtime", "precision") else "right")
     for row in report.rows:
         table.add_row(row["artifact"], row["runtime"], row["precision"], "{:.2%}".format(row["top1"]),
                       "{:.2%}".format(row["top5"]), "{:.2%}".format(row["mean_class_accuracy"]),
-                      "{:.2f} pp".format(row["top1_drop_pp"]), "{:.1%}".format(row["agreement_with_first"]),
+                      top1_change(row["top1_drop_pp"]), "{:.1%}".format(row["agreement_with_first"]),
                       "{:.2f}".format(row["ms_per_image"]))
     console.print(table)
     console.print("wrote {}/summary.{{json,csv,md}} and per-artifact metrics.json, per_class.csv, confusion.png".format(

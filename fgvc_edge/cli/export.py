@@ -6,6 +6,7 @@ from typing_extensions import Annotated
 
 from fgvc_edge.cli._common import (
     CheckpointOpt,
+    ForceOpt,
     InputSizeOpt,
     ModelArg,
     NumClassesOpt,
@@ -25,10 +26,14 @@ def export_cmd(
     opset: Annotated[int, typer.Option("--opset", help="ONNX opset (TensorRT 8.5/8.6 parse up to 17).")] = 17,
     no_simplify: Annotated[bool, typer.Option("--no-simplify", help="Skip onnxsim.")] = False,
     output: OutputOpt = None,
+    force: ForceOpt = False,
 ) -> None:
-    """Export MODEL to ONNX (input `input`, output `logits`), checked against PyTorch with ONNX Runtime."""
+    """Export MODEL to ONNX (input `input`, output `logits`), checked against PyTorch with ONNX Runtime.
+
+    Default output: engines/MODEL[-MODE]-SOURCE-fp32-b1.onnx (SOURCE: the checkpoint folder's name, or random)."""
     from fgvc_edge.export import export_onnx
     from fgvc_edge.export.cache import variant_kwargs
+    from fgvc_edge.export.naming import RANDOM_WEIGHTS_NOTE
     from fgvc_edge.export.onnx_export import parse_batch
     from fgvc_edge.models import create_model
 
@@ -45,6 +50,7 @@ def export_cmd(
             opset=opset,
             simplify=not no_simplify,
             checkpoint=checkpoint and str(checkpoint),
+            force=force,
         )
     p = result.parity
     console.print(
@@ -53,3 +59,5 @@ def export_cmd(
         ),
         highlight=False,
     )
+    if checkpoint is None:
+        console.print(RANDOM_WEIGHTS_NOTE, highlight=False)

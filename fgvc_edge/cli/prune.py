@@ -1,5 +1,7 @@
 """`fgvc-edge prune`: structured channel pruning (Torch-Pruning) → checkpoint, with what was left alone and why."""
-from typing import Optional
+import os
+from pathlib import Path
+from typing import Any, List, Optional
 
 import typer
 from rich.table import Table
@@ -7,6 +9,8 @@ from typing_extensions import Annotated
 
 from fgvc_edge.cli._common import CheckpointOpt, InputSizeOpt, ModelArg, NumClassesOpt, OutputOpt, console
 from fgvc_edge.errors import UserInputError
+
+FINETUNE_EPOCHS = 1
 
 
 def prune_cmd(
@@ -21,18 +25,35 @@ def prune_cmd(
     round_to: Annotated[int, typer.Option("--round-to", min=1, help="Keep channel counts multiples of this.")] = 8,
     num_classes: NumClassesOpt = None,
     input_size: InputSizeOpt = None,
+    finetune_data: Annotated[
+        Optional[Path], typer.Option("--finetune-data", help="Fine-tune the pruned model on this data set folder before saving.")
+    ] = None,
+    epochs: Annotated[Optional[int], typer.Option("--epochs", min=1, help="Fine-tuning epochs (default 1).")] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", "-b", min=1, help="Fine-tuning batch (default: the simple recipe's).")] = None,
     output: OutputOpt = None,
 ) -> None:
-    """Prune MODEL's channels (classifier heads and unsafe structures excluded) and write a checkpoint (-o)."""
+    """Prune MODEL's channels (classifier heads and unsafe structures excluded) and write a checkpoint (-o).
+
+    Pruned weights need fine-tuning: --finetune-data DIR fine-tunes before saving (the run, with metrics and
+    curves, goes to OUTPUT/finetune) and reports top-1 before and after."""
     from fgvc_edge.transforms.prune import prune_checkpoint
 
     if output is None:
         raise UserInputError("give the output checkpoint folder with -o")
-    with console.status("pruning {} …".format(model)):
+    if finetune_data is None and (epochs is not None or batch_size is not None):
+        raise UserInputError("--epochs and --batch-size apply to fine-tuning: add --finetune-data DIR")
+    status = console.status("pruning {} …".format(model))
+    tuned: List[Any] = []  # the fine-tuning run's result, when there is one
+
+    def fine_tune(net: Any) -> None:
+        tuned.append(_finetune(net, finetune_data, epochs or FINETUNE_EPOCHS, batch_size, output, status))
+
+    with status:
         folder, report = prune_checkpoint(
             model, str(output), checkpoint=checkpoint and str(checkpoint), num_classes=num_classes,
             input_size=input_size, ratio=ratio, target_macs=None if target_macs is None else int(target_macs * 1e9),
             importance=importance, global_pruning=global_pruning, round_to=round_to,
+            before_save=None if finetune_data is None else fine_tune,
         )
     console.print(
         "{} @{}: {} importance, {} ratio {:.3f}, channels rounded to {}".format(
@@ -55,6 +76,26 @@ def prune_cmd(
         ignored.add_row(names, reason)
     console.print(ignored)
     console.print("{} modules resized; wrote {}".format(len(report.changed_modules), folder), highlight=False)
+    if not tuned:
+        console.print("note: pruned weights need fine-tuning before use (top-1 often falls to chance): add "
+                      "--finetune-data DIR --epochs N, or run `fgvc-edge train {} -c {} --data DIR`".format(
+                          model, folder), highlight=False, markup=False)
+        return
+    result = tuned[0]
+    console.print("fine-tuned {} epoch(s) on {}: top-1 {:.2%} before → {:.2%} after  (run: {})".format(
+        len(result.history), finetune_data, result.initial_top1, result.history[-1]["val_top1"], result.out),
+        highlight=False)
+
+
+def _finetune(net: Any, data: Path, epochs: int, batch_size: Optional[int], output: Path, status: Any) -> Any:
+    """Fine-tune the pruned model in place, its run folder inside the output checkpoint folder."""
+    from fgvc_edge.cli.train import RichReporter
+    from fgvc_edge.train import finetune
+
+    status.stop()  # the epoch progress bars take over the terminal
+    with RichReporter() as reporter:
+        return finetune(net, str(data), epochs, out=os.path.join(str(output), "finetune"), batch_size=batch_size,
+                        reporter=reporter)
 
 
 def _by_reason(items: list) -> list:

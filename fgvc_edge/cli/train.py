@@ -6,7 +6,7 @@ from typing import Any, Dict, List, Optional
 import typer
 from typing_extensions import Annotated
 
-from fgvc_edge.cli._common import InputSizeOpt, ModelArg, ThreadsOpt, console, err_console
+from fgvc_edge.cli._common import InputSizeOpt, ModelArg, ThreadsOpt, console, err_console, renamed
 
 DatasetOpt = Annotated[
     str,
@@ -28,17 +28,20 @@ def train_cmd(
     backbone_weights: Annotated[Optional[Path], typer.Option("--backbone-weights", help="Local torchvision/timm weights (.pth/.safetensors) for the backbone.")] = None,
     official_checkpoint: Annotated[Optional[Path], typer.Option("--official-checkpoint", help="Start from a checkpoint of the paper's official code (CMAL-Net, CN-CNN).")] = None,
     checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", "-c", help="Start from an fgvc-edge checkpoint.")] = None,
-    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --out from its last/ checkpoint.")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --output from its last/ checkpoint.")] = False,
     stop_after: Annotated[Optional[int], typer.Option("--stop-after", min=1, help="End this session after that epoch (continue later with --resume).")] = None,
-    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Run folder (default: runs/MODEL).")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Run folder (default: runs/MODEL).")] = None,
+    old_out: Annotated[Optional[Path], typer.Option("--out", hidden=True)] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the data order, augmentation and initialisation.")] = 0,
     workers: Annotated[int, typer.Option("--workers", min=0, help="Data loader worker processes.")] = 0,
     threads: ThreadsOpt = None,
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
 ) -> None:
-    """Train MODEL on the data set in --data; metrics, curves and checkpoints go to --out."""
+    """Train MODEL on the data set in --data; metrics, curves and checkpoints go to --output."""
     from fgvc_edge.errors import UserInputError
     from fgvc_edge.train import TrainOptions, train
+
+    out = renamed(output, old_out, "--output", "--out")
 
     if device not in ("auto", "cpu", "cuda"):
         raise UserInputError("--device must be auto, cpu or cuda, not {!r}".format(device))

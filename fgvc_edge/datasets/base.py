@@ -30,8 +30,9 @@ class DatasetSplits:
         return len(self.class_names)
 
     def split(self, name: str) -> List[Sample]:
-        if name not in ("train", "test"):
-            raise UserInputError("split must be train or test, not {!r}".format(name))
+        # The held-out split is "test" in most releases and "val" in ImageFolder trees (which we read as test).
+        if name not in ("train", "test", "val"):
+            raise UserInputError("split must be train or test (val is the same as test), not {!r}".format(name))
         return self.train if name == "train" else self.test
 
     def describe(self) -> Dict[str, Any]:

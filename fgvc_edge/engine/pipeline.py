@@ -17,6 +17,7 @@ from fgvc_edge.contract.sidecar import read_sidecar, write_sidecar
 from fgvc_edge.engine.tensorrt_builder import BatchProfile, GpuInfo, TensorRTSettings, build_engine, check_settings, trt_version
 from fgvc_edge.errors import UserInputError
 from fgvc_edge.export.cache import ModelOptions, export_cached
+from fgvc_edge.export.naming import artifact_path, refuse_other_source
 from fgvc_edge.precision import SyntheticImages, calibrate_onnx, check_tensorrt_qdq, convert_fp16, is_quantized
 from fgvc_edge.precision._artifact import load_onnx, source_record
 
@@ -84,14 +85,16 @@ class BuildResult:
     intermediates: Dict[str, str] = field(default_factory=dict)
     reused: List[str] = field(default_factory=list)
     extra_files: List[str] = field(default_factory=list)
+    # How far the delivered graph is from its reference (rel_error, max_abs_error, top1_agreement, samples,
+    # against): FP32 vs PyTorch (the export's parity), FP16/INT8 vs the FP32 ONNX.
+    check: Dict[str, Any] = field(default_factory=dict)
 
 
 def default_output(record: Dict[str, Any], precision: str, profile: BatchProfile, target: str) -> str:
-    stem = record.get("model") or "model"
-    if record.get("variant"):
-        stem += "-" + str(record["variant"]).replace("+", "_")
+    """``engines/<model>[-<variant>]-<checkpoint or random>-<precision>-<b1|bdyn>.<engine|onnx>``."""
     suffix = ".engine" if target == "tensorrt" else ".onnx"
-    return os.path.join("engines", "{}-{}-{}{}".format(stem, precision, profile.label, suffix))
+    return artifact_path(record.get("model") or "model", record.get("variant"), record.get("checkpoint"), precision,
+                         profile.label, suffix)
 
 
 def build(
@@ -101,8 +104,10 @@ def build(
     model: ModelOptions = ModelOptions(),
     output: Optional[str] = None,
     on_calib_batch: Optional[Callable[[int], None]] = None,
+    force: bool = False,
 ) -> BuildResult:
-    """Build ``source`` (registry name or .onnx path) as ``settings`` say; see the module docstring."""
+    """Build ``source`` (registry name or .onnx path) as ``settings`` say; see the module docstring.
+    An artifact of another source at ``output`` is replaced only with ``force`` (see export.naming)."""
     trt = gpu = None
     if settings.target == "tensorrt":
         # Fail in a second, before export/calibration, on a machine that cannot build engines.
@@ -116,15 +121,26 @@ def build(
     fp32_path = _fp32_onnx(source, model, settings, result)
     typed = _typed_onnx(fp32_path, settings, result, on_calib_batch)
     record = dict(source_record(typed))
+    result.check = quality_check(record, settings.precision)
     if isinstance(settings.calibration.data, SyntheticImages) and settings.precision == "int8":
         record["calibration_note"] = SYNTHETIC_NOTE
     output = output or default_output(record, settings.precision, settings.profile, settings.target)
+    refuse_other_source(output, record, force)
     if settings.target == "onnxruntime":
         _deliver_onnx(typed, output, record)
     else:
         _deliver_engine(typed, output, record, settings.tensorrt_settings(), trt, gpu, result)
     result.path, result.record = output, record
     return result
+
+
+def quality_check(record: Dict[str, Any], precision: str) -> Dict[str, Any]:
+    """The typed graph's recorded agreement with its reference (empty when the record has none)."""
+    if precision == "fp32":
+        figures, against = record.get("parity"), "PyTorch"
+    else:
+        figures, against = record.get(precision + "_check"), "FP32 ONNX"
+    return dict(figures, against=against) if figures else {}
 
 
 # -- stage 1: FP32 ONNX -----------------------------------------------------------------------------

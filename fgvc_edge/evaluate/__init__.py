@@ -9,7 +9,7 @@ runners (:mod:`fgvc_edge.runtime`)::
     report.rows[1]["top1_drop_pp"]
 """
 from fgvc_edge.evaluate.core import ArtifactResult, EvaluationReport, artifact_label, evaluate_artifacts
-from fgvc_edge.evaluate.metrics import ClassificationMetrics, agreement, comparison_rows
+from fgvc_edge.evaluate.metrics import ClassificationMetrics, agreement, comparison_rows, top1_change
 
 __all__ = ["ArtifactResult", "ClassificationMetrics", "EvaluationReport", "agreement", "artifact_label",
-           "comparison_rows", "evaluate_artifacts"]
+           "comparison_rows", "evaluate_artifacts", "top1_change"]

@@ -23,13 +23,14 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 
 import numpy as np
 
-from fgvc_edge._io import atomic_path, write_json
+from fgvc_edge._io import atomic_path, refuse_file_in_the_way, write_json
 from fgvc_edge.datasets import DatasetSplits, Sample, load_dataset, open_image
 from fgvc_edge.errors import UserInputError
 from fgvc_edge.evaluate.backends import CHECKPOINT_FILES, Backend, is_checkpoint, open_backend
 from fgvc_edge.evaluate.metrics import (
     ClassificationMetrics,
     comparison_rows,
+    top1_change,
     write_confusion_png,
     write_per_class_csv,
 )
@@ -80,6 +81,7 @@ def evaluate_artifacts(
         raise UserInputError("give at least one artifact (checkpoint folder, .onnx or .engine)")
     if batch_size < 1:
         raise UserInputError("--batch-size must be >= 1, got {}".format(batch_size))
+    refuse_file_in_the_way(out, out)  # before minutes of evaluation, not after
     splits = load_dataset(data, dataset)
     samples = splits.split(split)
     if limit is not None:
@@ -216,8 +218,8 @@ def _write_summary(out: str, rows: List[Dict[str, Any]], splits: DatasetSplits, 
             writer.writerows(rows)
     with atomic_path(os.path.join(out, "summary.md")) as tmp:
         with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write("| artifact | runtime | precision | top-1 | top-5 | Δ top-1 (pp) | agreement | ms/img |\n")
+            fh.write("| artifact | runtime | precision | top-1 | top-5 | top-1 vs first | agreement | ms/img |\n")
             fh.write("|---|---|---|---:|---:|---:|---:|---:|\n")
             for r in rows:
-                fh.write("| {artifact} | {runtime} | {precision} | {top1:.2%} | {top5:.2%} | {top1_drop_pp:+.2f} | "
-                         "{agreement_with_first:.2%} | {ms_per_image:.2f} |\n".format(**r))
+                fh.write("| {artifact} | {runtime} | {precision} | {top1:.2%} | {top5:.2%} | {change} | "
+                         "{agreement_with_first:.2%} | {ms_per_image:.2f} |\n".format(change=top1_change(r["top1_drop_pp"]), **r))

@@ -104,6 +104,14 @@ def write_confusion_png(path: str, metrics: ClassificationMetrics, class_names: 
         plt.close(fig)
 
 
+def top1_change(drop_pp: float) -> str:
+    """A row's top-1 against the first artifact's, as read: ``-87.22 pp drop``, ``+0.50 pp gain``, ``0.00 pp``."""
+    change = -drop_pp
+    if round(change, 2) == 0:
+        return "0.00 pp"
+    return "{:+.2f} pp {}".format(change, "drop" if change < 0 else "gain")
+
+
 def comparison_rows(results: Sequence[Any]) -> List[Dict[str, Any]]:
     """Accuracy of each artifact and its drop vs the first one (percentage points), with prediction agreement."""
     rows: List[Dict[str, Any]] = []

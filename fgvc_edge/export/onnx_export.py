@@ -7,7 +7,6 @@ reproduces PyTorch: relative L2 error of the logits ≤ 1e-4 and the same top-1 
 """
 import json
 import logging
-import os
 import warnings
 from dataclasses import asdict, dataclass
 from typing import Any, Dict, List, Optional, Union
@@ -20,6 +19,7 @@ from fgvc_edge._io import atomic_path, sha256_file
 from fgvc_edge._version import __version__
 from fgvc_edge.errors import FgvcError, UserInputError, require
 from fgvc_edge.contract.sidecar import METADATA_KEY, SCHEMA_VERSION, write_sidecar
+from fgvc_edge.export.naming import artifact_path, batch_label, checkpoint_sha256, refuse_other_source
 
 log = logging.getLogger(__name__)
 
@@ -56,9 +56,10 @@ class ExportResult:
     record: Dict[str, Any]
 
 
-def default_onnx_path(name: str, variant: Optional[str] = None, precision: str = "fp32") -> str:
-    stem = name if not variant else "{}-{}".format(name, variant.replace("+", "_"))
-    return os.path.join("engines", "{}-{}.onnx".format(stem, precision))
+def default_onnx_path(name: str, variant: Optional[str] = None, *, checkpoint: Optional[str] = None,
+                      batch: Batch = 1, precision: str = "fp32") -> str:
+    """``engines/<model>[-<variant>]-<checkpoint or random>-<precision>-<b1|bdyn>.onnx`` (see export.naming)."""
+    return artifact_path(name, variant, checkpoint, precision, batch_label(batch))
 
 
 def parse_batch(batch: Batch) -> Batch:
@@ -90,18 +91,27 @@ def compare_logits(reference: np.ndarray, candidate: np.ndarray, tolerance: floa
     )
 
 
-def model_record(model: nn.Module, *, checkpoint: Optional[str] = None) -> Dict[str, Any]:
+def provenance(model: nn.Module, checkpoint: Optional[str]) -> Dict[str, Any]:
+    """Where an artifact's weights come from: model, variant, checkpoint (path and weights' sha256)."""
+    return {
+        "model": model.config.name,
+        "variant": getattr(model, "variant", None),
+        "checkpoint": str(checkpoint) if checkpoint else None,
+        "checkpoint_sha256": checkpoint_sha256(checkpoint),
+    }
+
+
+def model_record(model: nn.Module, *, checkpoint: Optional[str] = None,
+                 source: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     """The facts about a model that every artifact built from it carries (params/MACs at batch 1 included,
-    so a runtime-only bench can report them)."""
+    so a runtime-only bench can report them); ``source`` is :func:`provenance`, when already made."""
     from fgvc_edge.models.complexity import count_macs, count_params
 
     config = model.config
     macs, _ = count_macs(model, config.input_size)
     return {
         "fgvc_edge_version": __version__,
-        "model": config.name,
-        "variant": getattr(model, "variant", None),
-        "checkpoint": str(checkpoint) if checkpoint else None,
+        **(source or provenance(model, checkpoint)),
         "num_classes": config.num_classes,
         "class_names": getattr(model, "class_names", None),
         "input_size": config.input_size,
@@ -114,8 +124,8 @@ def model_record(model: nn.Module, *, checkpoint: Optional[str] = None) -> Dict[
 
 
 # Bumped whenever an export's graph or record changes for the same model (build caches key on it):
-# 2 = the record carries ``int8_float_scopes``.
-EXPORT_REVISION = 2
+# 2 = the record carries ``int8_float_scopes``; 3 = and ``checkpoint_sha256``.
+EXPORT_REVISION = 3
 
 
 def onnx_scope(module_name: str) -> str:
@@ -152,14 +162,20 @@ def export_onnx(
     checkpoint: Optional[str] = None,
     parity_samples: int = 2,
     seed: int = 0,
+    force: bool = False,
 ) -> ExportResult:
-    """Export ``model`` (from ``create_model``) to ``output``; write it and its sidecar only if parity holds."""
+    """Export ``model`` (from ``create_model``) to ``output``; write it and its sidecar only if parity holds.
+
+    ``output`` defaults to a name that carries the source (see :mod:`fgvc_edge.export.naming`); an artifact of
+    another source already there is replaced only with ``force``."""
     onnx = require("onnx", "toolkit")
     batch = parse_batch(batch)
     if not 13 <= opset <= 21:
         raise UserInputError("--opset must be between 13 and 21 (TensorRT 8.5 parses up to 17), got {}".format(opset))
     config = model.config
-    output = output or default_onnx_path(config.name, getattr(model, "variant", None))
+    source = provenance(model, checkpoint)
+    output = output or default_onnx_path(config.name, source["variant"], checkpoint=checkpoint, batch=batch)
+    refuse_other_source(output, source, force)
     if config.batch_dependent and batch == "dynamic":
         raise UserInputError("{}'s output depends on the batch: export it with a fixed --batch".format(config.name))
     model = model.eval()
@@ -174,7 +190,7 @@ def export_onnx(
         if simplify:
             proto = _simplify(proto)
         onnx.checker.check_model(proto, full_check=True)
-        record = model_record(model, checkpoint=checkpoint)
+        record = model_record(model, source=source)
         record.update(
             {
                 "format": "onnx",

@@ -1,6 +1,7 @@
 """Model zoo: registry, configs, and ``create_model`` (toolkit; needs torch)."""
+import logging
 from dataclasses import replace
-from typing import Any, Optional
+from typing import Any, Dict, Optional
 
 from fgvc_edge.errors import UserInputError, require
 
@@ -19,6 +20,8 @@ from fgvc_edge.structure import apply_structure  # noqa: E402
 from fgvc_edge.contract.preprocess import Preprocess  # noqa: E402
 
 __all__ = ["FgvcModel", "ModelConfig", "create_model", "get_model_config", "list_models", "register_model"]
+
+log = logging.getLogger(__name__)
 
 
 def create_model(
@@ -61,8 +64,19 @@ def create_model(
     model.model_args = dict(kwargs)
     if record is not None:
         if record.get("preprocess"):
-            model.config = replace(model.config, preprocess=Preprocess.from_dict(record["preprocess"]))
+            # The checkpoint's recipe (resize mode, interpolation, mean/std) at the size being built: every
+            # artifact's sidecar must describe the graph it sits beside.
+            recipe = Preprocess.from_dict(record["preprocess"]).for_input_size(config.input_size)
+            model.config = replace(model.config, preprocess=recipe)
+        _note_size_change(checkpoint, record, config.input_size)
         apply_structure(model, record.get("structure", {}), state)
         load_state_strict(model, state, checkpoint)
         model.class_names = record.get("class_names")
     return model.eval()
+
+
+def _note_size_change(checkpoint: str, record: Dict[str, Any], size: int) -> None:
+    trained = record.get("input_size")
+    if trained and trained != size:
+        log.warning("%s was trained at %d px and is built at %d px: its accuracy may change at this size",
+                    checkpoint, trained, size)

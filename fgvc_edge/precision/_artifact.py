@@ -7,7 +7,7 @@ from typing import Any, Dict, Optional, Tuple
 import numpy as np
 
 from fgvc_edge._io import atomic_path, sha256_file
-from fgvc_edge.errors import UserInputError, require
+from fgvc_edge.errors import UserInputError, not_a_file, require
 from fgvc_edge.contract.preprocess import Preprocess
 from fgvc_edge.contract.sidecar import (
     METADATA_KEY,
@@ -29,6 +29,8 @@ class TypedOnnx:
 
 def load_onnx(path: str) -> Any:
     onnx = require("onnx", "toolkit")
+    if os.path.isdir(path):
+        raise not_a_file(path, "an ONNX file")
     if not os.path.isfile(path):
         raise UserInputError("no such ONNX file: {}".format(path))
     try:

@@ -11,8 +11,7 @@ from PIL import Image
 
 from fgvc_edge.errors import UserInputError
 from fgvc_edge.contract.preprocess import ImageLike, Preprocess
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
+from fgvc_edge.runtime.images import IMAGE_SUFFIXES
 # Below this many images the activation ranges are dominated by single images; refuse rather than
 # produce an INT8 model whose accuracy depends on which 3 images happened to be there.
 MIN_CALIBRATION_IMAGES = 8
@@ -35,7 +34,7 @@ def select_images(folder: str, count: int) -> List[str]:
     Refuses (one line) when fewer than MIN_CALIBRATION_IMAGES are found or any chosen file is unreadable.
     """
     if count < MIN_CALIBRATION_IMAGES:
-        raise UserInputError("--num-images must be >= {}, got {}".format(MIN_CALIBRATION_IMAGES, count))
+        raise UserInputError("--calib-images must be >= {}, got {}".format(MIN_CALIBRATION_IMAGES, count))
     images = find_images(folder)
     if len(images) < MIN_CALIBRATION_IMAGES:
         raise UserInputError(

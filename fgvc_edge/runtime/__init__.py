@@ -5,13 +5,13 @@ typer — and stays valid on Python 3.8 (JetPack 5)::
 
     from fgvc_edge.runtime import load
 
-    with load("engines/resnet50-fp32.onnx") as runner:
+    with load("engines/resnet50-cub_best-fp32-b1.onnx") as runner:
         top5 = runner.predict(["bird.jpg"], topk=5)[0]
 """
 import os
 from typing import Any
 
-from fgvc_edge.errors import UserInputError
+from fgvc_edge.errors import UserInputError, not_a_file
 from fgvc_edge.runtime.base import Prediction, Runner
 from fgvc_edge.runtime.onnx_runner import OnnxRunner
 from fgvc_edge.contract.preprocess import Preprocess
@@ -33,6 +33,8 @@ def load(path: str, **kwargs: Any) -> Runner:
     """Open an artifact with the runner its file type needs (``.onnx`` → ONNX Runtime, ``.engine``/``.plan`` →
     TensorRT, imported only then)."""
     path = str(path)
+    if os.path.isdir(path):
+        raise not_a_file(path, "an .onnx or .engine file")
     suffix = os.path.splitext(path)[1].lower()
     if suffix == ".onnx":
         return OnnxRunner(path, **kwargs)

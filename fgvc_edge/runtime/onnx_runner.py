@@ -4,7 +4,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from fgvc_edge.errors import UserInputError, require
+from fgvc_edge.errors import UserInputError, not_a_file, require
 from fgvc_edge.runtime.base import Runner
 from fgvc_edge.contract.sidecar import onnx_metadata_record, read_sidecar
 
@@ -30,6 +30,8 @@ class OnnxRunner(Runner):
     def __init__(self, path: str, providers: Optional[Sequence[str]] = None, threads: Optional[int] = None) -> None:
         ort = require("onnxruntime", "onnxruntime")
         path = str(path)
+        if os.path.isdir(path):
+            raise not_a_file(path, "an ONNX file")
         if not os.path.isfile(path):
             raise UserInputError("no such ONNX file: {}".format(path))
         available = ort.get_available_providers()

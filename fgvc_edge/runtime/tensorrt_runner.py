@@ -25,7 +25,7 @@ A Jetson camera loop (OpenCV built with GStreamer, as JetPack ships it)::
     camera = cv2.VideoCapture(
         "nvarguscamerasrc ! video/x-raw(memory:NVMM),width=1280,height=720 ! nvvidconv ! "
         "video/x-raw,format=BGRx ! videoconvert ! video/x-raw,format=BGR ! appsink drop=1", cv2.CAP_GSTREAMER)
-    with load("engines/cmal_resnet50-raw-fp16-b1.engine") as runner:
+    with load("engines/cmal_resnet50-raw-air_best-fp16-b1.engine") as runner:
         while True:
             ok, frame = camera.read()
             if not ok:

@@ -91,6 +91,8 @@ class TrainResult:
     best_top1: float
     skipped: List[str]
     notes: List[str] = field(default_factory=list)
+    # finetune(): validation top-1 of the model as it was given, before the first step.
+    initial_top1: Optional[float] = None
 
 
 class Reporter:
@@ -153,7 +155,9 @@ def finetune(
     reporter: Optional[Reporter] = None,
 ) -> TrainResult:
     """Fine-tune an existing model (e.g. a pruned one) in place with the trainer; ``fgvc-edge prune
-    --finetune-epochs N --data DIR`` calls this. Its structure transforms travel into the checkpoints."""
+    --finetune-data DIR --epochs N`` calls this. Its structure transforms travel into the checkpoints; the
+    result also holds the validation top-1 before fine-tuning (``initial_top1``), and the model takes the data
+    set's class names."""
     config = getattr(model, "config", None)
     if config is None:
         raise UserInputError("finetune() needs a model made by create_model()")
@@ -163,10 +167,15 @@ def finetune(
     _check_classes(model, splits)
     run = _make_run(model, splits, options)
     ctx = init_distributed("auto")
+    _refuse_existing_run(run)
     try:
-        return fit(run, ctx, reporter or Reporter())
+        initial, _ = evaluate_loader(model.to(ctx.device), _val_loader(run, ctx), ctx)
+        result = fit(run, ctx, reporter or Reporter())
     finally:
         shutdown(ctx)
+    result.initial_top1 = initial["val_top1"]
+    model.class_names = list(splits.class_names)
+    return result
 
 
 # -- building a run ---------------------------------------------------------------------------------------
@@ -249,8 +258,7 @@ def _resume_run(options: TrainOptions) -> _Run:
 def fit(run: _Run, ctx: DistContext, reporter: Reporter) -> TrainResult:
     """Train ``run.model`` for the remaining epochs; checkpoints and metrics go to the run folder."""
     out, recipe, splits = run.options.out_dir, run.recipe, run.splits
-    if run.state is None and last_checkpoint(os.path.join(out, "last")) is not None:
-        raise UserInputError("{} already holds a run: continue it with --resume or choose another --out".format(out))
+    _refuse_existing_run(run)
     module = TrainingModule(run.model, recipe.loss).to(ctx.device)
     if run.state is not None and run.state.get("aux") is not None and module.mc is not None:
         module.mc.load_state_dict(run.state["aux"])
@@ -270,10 +278,7 @@ def fit(run: _Run, ctx: DistContext, reporter: Reporter) -> TrainResult:
         splits.train, preprocess, recipe.augment, batch_size=recipe.batch_size, seed=run.options.seed,
         rank=ctx.rank, world_size=ctx.world_size, workers=run.options.workers,
     )
-    val_loader = train_data.eval_loader(
-        splits.test, preprocess, batch_size=recipe.batch_size, rank=ctx.rank, world_size=ctx.world_size,
-        workers=run.options.workers, shuffle_seed=EVAL_SHUFFLE_SEED if run.model.config.batch_dependent else None,
-    )
+    val_loader = _val_loader(run, ctx)
 
     progress = _restore(run, ctx, optimizer, scheduler, scaler)
     if ctx.is_main:
@@ -318,6 +323,20 @@ def fit(run: _Run, ctx: DistContext, reporter: Reporter) -> TrainResult:
     if ctx.is_main:
         _write_run_json(out, run, ctx, status="finished" if progress.epoch == epochs else "stopped", result=result)
     return result
+
+
+def _refuse_existing_run(run: _Run) -> None:
+    out = run.options.out_dir
+    if run.state is None and last_checkpoint(os.path.join(out, "last")) is not None:
+        raise UserInputError("{} already holds a run: continue it with --resume or choose another --output".format(out))
+
+
+def _val_loader(run: _Run, ctx: DistContext) -> Any:
+    return train_data.eval_loader(
+        run.splits.test, run.model.config.preprocess, batch_size=run.recipe.batch_size, rank=ctx.rank,
+        world_size=ctx.world_size, workers=run.options.workers,
+        shuffle_seed=EVAL_SHUFFLE_SEED if run.model.config.batch_dependent else None,
+    )
 
 
 @dataclass

@@ -355,13 +355,19 @@ def prune_checkpoint(
     checkpoint: Optional[str] = None,
     num_classes: Optional[int] = None,
     input_size: Optional[int] = None,
+    before_save: Optional[Callable[[nn.Module], Any]] = None,
     **options: Any,
 ) -> Tuple[str, PruneReport]:
-    """Build (or restore) ``model_name``, prune it (``options`` as :func:`prune_model`), save to ``output``."""
+    """Build (or restore) ``model_name``, prune it (``options`` as :func:`prune_model`), save to ``output``.
+
+    ``before_save(model)`` runs on the pruned model before it is saved: the CLI fine-tunes there, so ``output``
+    holds the fine-tuned weights (pruned weights alone are usually near chance)."""
     from fgvc_edge.checkpoint import save_checkpoint
     from fgvc_edge.models import create_model
 
     model = create_model(model_name, checkpoint=checkpoint, num_classes=num_classes, input_size=input_size)
     model, report = prune_model(model, inplace=True, **options)
+    if before_save is not None:
+        before_save(model)
     folder = save_checkpoint(model, output, class_names=getattr(model, "class_names", None))
     return folder, report

@@ -26,7 +26,7 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 import torch
 from torch import nn
 
-from fgvc_edge.errors import FgvcError
+from fgvc_edge.errors import FgvcError, UserInputError
 from fgvc_edge.structure import FOLD_BN_TRANSFORM, REPARAM_TRANSFORM, recorded_transforms, replace_submodule
 from fgvc_edge.transforms._modules import example_input
 # Whole-model guard after the transform (float32 reassociation gives ~1e-6; a wrong fold gives O(1)).
@@ -285,6 +285,11 @@ def reparameterize_checkpoint(
     size = model.config.input_size
     params_before, macs_before = count_params(model), count_macs(model, size)[0]
     model, report = reparameterize_with_report(model, inplace=True, fold_bn=fold_bn)
+    if not report.blocks and not report.folded:
+        # A copy of the input under a new name would pass for a deploy model; write nothing instead.
+        hint = "" if fold_bn else " (--fold-bn folds Conv→BatchNorm pairs)"
+        raise UserInputError("nothing to reparameterize in {}: no multi-branch blocks{}{}; nothing written".format(
+            checkpoint or model_name, ", no Conv→BatchNorm pairs" if fold_bn else "", hint))
     folder = save_checkpoint(model, output, class_names=getattr(model, "class_names", None))
     return ReparamResult(
         folder=folder, report=report, input_size=size, params_before=params_before,

@@ -24,7 +24,7 @@ def test_onnxruntime_fp16_from_a_model_name_reuses_intermediates(tmp_path, monke
     monkeypatch.chdir(tmp_path)
     settings = BuildSettings("fp16", "onnxruntime")
     first = build("resnet18", settings, model=ModelOptions(num_classes=4, input_size=32))
-    assert first.path == os.path.join("engines", "resnet18-fp16-b1.onnx") and first.reused == []
+    assert first.path == os.path.join("engines", "resnet18-random-fp16-b1.onnx") and first.reused == []
     record = read_sidecar(first.path)
     assert record["precision"] == "fp16" and record["target"] == "onnxruntime"
     assert record["fp16_check"]["top1_agreement"] == 1.0 and record["fp16_check"]["rel_error"] < 1e-2
@@ -47,7 +47,7 @@ def test_tensorrt_engine_sidecar_and_deepstream_files(fake_gpu_stack, tiny_onnx,
     monkeypatch.chdir(tmp_path)
     trt, _ = fake_gpu_stack("10.13")
     result = build(tiny_onnx["dynamic"], BuildSettings("fp16", profile=BatchProfile(1, 2, 4), intermediate_dir=str(tmp_path / "c")))
-    assert result.path == os.path.join("engines", "resnet18-fp16-bdyn.engine")
+    assert result.path == os.path.join("engines", "resnet18-random-fp16-bdyn.engine")
     record = read_sidecar(result.path)
     assert record["schema_version"] == 1 and record["tensorrt_version"] == "10.13.3.9"
     assert record["gpu"] == {"name": "Orin", "compute_capability": "8.7"}
@@ -56,7 +56,7 @@ def test_tensorrt_engine_sidecar_and_deepstream_files(fake_gpu_stack, tiny_onnx,
     assert len(record["source_onnx_sha256"]) == 64 and record["network_flags"] == ["STRONGLY_TYPED"]
     config, labels = result.extra_files
     text = open(config).read()
-    assert "model-engine-file=resnet18-fp16-bdyn.engine" in text and "network-mode=2" in text
+    assert "model-engine-file=resnet18-random-fp16-bdyn.engine" in text and "network-mode=2" in text
     assert "infer-dims=3;32;32" in text and "batch-size=4" in text and "offsets=123.675;116.28;103.53" in text
     assert open(labels).read().strip() == "0;1;2;3"
 
@@ -81,7 +81,7 @@ def test_synthetic_int8_deployable_is_labelled(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     result = synthetic_int8_deployable("resnet18", model=ModelOptions(input_size=32), num_images=8)
     record = read_sidecar(result.path)
-    assert result.path.endswith("resnet18-int8-b1.onnx")
+    assert result.path.endswith("resnet18-random-int8-b1.onnx")
     assert record["calibration_note"].startswith("calibrated on synthetic images")
     assert record["quantization"]["target"] == "onnxruntime" and record["quantization"]["images"]["synthetic"]
     with OnnxRunner(result.path) as runner:
