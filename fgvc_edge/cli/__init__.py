@@ -7,7 +7,7 @@ still runs ``predict`` and artifact benches.
 """
 import typer
 
-from fgvc_edge.cli import bench, build, calibrate, eval, export, import_cmd, models, predict, prune, reparam, train
+from fgvc_edge.cli import bench, build, cache, calibrate, eval, export, import_cmd, models, predict, prune, reparam, train
 from fgvc_edge.cli._common import command
 
 app = typer.Typer(
@@ -30,6 +30,7 @@ app.command("train")(command(train.train_cmd))
 app.command("eval")(command(eval.eval_cmd))
 app.command("predict")(command(predict.predict_cmd))
 app.command("bench")(command(bench.bench_cmd))
+app.add_typer(cache.app, name="cache")
 
 
 def main() -> None:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
 from fgvc_edge._io import atomic_path
+from fgvc_edge.caches import CALIBRATION_CACHE_DIR, EXPORT_CACHE_DIR
 from fgvc_edge.contract.preprocess import ImageLike
 from fgvc_edge.contract.sidecar import read_sidecar, write_sidecar
 from fgvc_edge.engine.tensorrt_builder import BatchProfile, GpuInfo, TensorRTSettings, build_engine, check_settings, trt_version
@@ -22,8 +23,8 @@ from fgvc_edge.precision._artifact import load_onnx, source_record
 
 PRECISIONS = ("fp32", "fp16", "int8")
 TARGETS = ("tensorrt", "onnxruntime")
-INTERMEDIATE_DIR = os.path.join("engines", ".cache")
-CALIBRATION_DIR = "calibration"
+INTERMEDIATE_DIR = EXPORT_CACHE_DIR
+CALIBRATION_DIR = CALIBRATION_CACHE_DIR
 NO_TENSORRT_HINT = "use --target onnxruntime for the CPU deployable"
 SYNTHETIC_NOTE = "calibrated on synthetic images: for speed figures only, not accuracy"
 
