@@ -102,8 +102,13 @@ def build(
     model: ModelOptions = ModelOptions(),
     output: Optional[str] = None,
     on_calib_batch: Optional[Callable[[int], None]] = None,
+    on_step: Optional[Callable[[str], None]] = None,
 ) -> BuildResult:
-    """Build ``source`` (registry name or .onnx path) as ``settings`` say; see the module docstring."""
+    """Build ``source`` (registry name or .onnx path) as ``settings`` say; see the module docstring.
+
+    ``on_step`` hears each stage as it starts (export, FP16/INT8, the deliverable); ``on_calib_batch`` the
+    number of images of each calibration batch."""
+    step = on_step or (lambda text: None)
     trt = gpu = None
     if settings.target == "tensorrt":
         # Fail in a second, before export/calibration, on a machine that cannot build engines.
@@ -114,12 +119,18 @@ def build(
         gpu = GpuInfo(**gpu_info(cuda))
 
     result = BuildResult(path="", record={})
+    if not _is_onnx_file(source):
+        step("exporting {} to FP32 ONNX".format(source))
     fp32_path = _fp32_onnx(source, model, settings, result)
+    if settings.precision != "fp32":
+        step("converting to FP16" if settings.precision == "fp16" else "calibrating INT8 ({}, {} form)".format(
+            settings.calibration.method, settings.target))
     typed = _typed_onnx(fp32_path, settings, result, on_calib_batch)
     record = dict(source_record(typed))
     if isinstance(settings.calibration.data, SyntheticImages) and settings.precision == "int8":
         record["calibration_note"] = SYNTHETIC_NOTE
     output = output or default_output(record, settings.precision, settings.profile, settings.target)
+    step("writing {}".format(output) if settings.target == "onnxruntime" else "building the TensorRT engine")
     if settings.target == "onnxruntime":
         _deliver_onnx(typed, output, record)
     else:
@@ -129,8 +140,12 @@ def build(
 
 
 # -- stage 1: FP32 ONNX -----------------------------------------------------------------------------
+def _is_onnx_file(source: str) -> bool:
+    return source.lower().endswith(".onnx") or os.path.isfile(source)
+
+
 def _fp32_onnx(source: str, model: ModelOptions, settings: BuildSettings, result: BuildResult) -> str:
-    if source.lower().endswith(".onnx") or os.path.isfile(source):
+    if _is_onnx_file(source):
         if model.given():
             raise UserInputError("{} apply to a model name, not to an ONNX file".format("/".join(model.given())))
         load_onnx(source)  # a clear error for a missing or corrupt file
