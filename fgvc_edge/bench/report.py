@@ -38,10 +38,10 @@ class Column:
 
     ``narrow``: in the default terminal table (else only with ``--wide`` and in Markdown). ``shown``: whether
     the column has anything to say for these rows. ``fold``: when every row reads the same, the default table
-    drops the column and says the value once under the table. ``max_width``: the default table shortens longer
-    cells with "…" (the Markdown and ``--wide`` keep them whole). When the default table is still wider
-    than 100 columns, columns with a ``drop`` rank leave it (lowest rank first), then columns with a ``compact``
-    form take it (``compact_note`` says so), then elided cells get shorter (down to ``MIN_ELIDED``). A header
+    drops the column and says the value once under the table. When the default table would be wider than 100
+    columns, in turn: cells longer than ``max_width`` are shortened with "…", columns with a ``drop`` rank leave
+    (lowest rank first), columns with a ``compact`` form take it (``compact_note`` says so), and shortened cells
+    get shorter still (down to ``MIN_ELIDED``); the Markdown and ``--wide`` keep everything whole. A header
     may take two lines in the terminal (``\n``); the Markdown joins them.
     """
 
@@ -58,7 +58,7 @@ class Column:
 
     @property
     def title(self) -> str:
-        return self.header.replace("\n", " ")
+        return self.header.replace("/\n", "/").replace("\n", " ")
 
 
 # -- cell text ----------------------------------------------------------------------------------------------
@@ -230,15 +230,15 @@ def _note(number: int, row: Row) -> str:
     return text
 
 
-def notes(rows: Sequence[Row]) -> List[str]:
-    """The numbered notes, then what the table's marks and ratios mean."""
+def notes(rows: Sequence[Row], wide: bool = True) -> List[str]:
+    """The numbered notes, then what the table's marks, ratios and memory columns mean."""
     _, firsts = _numbered(rows)
     lines = [_note(number, row) for number, row in enumerate(firsts, 1)]
     lines += ["ours: " + "; ".join(sorted({r["device"] for r in rows}))]
     peak = max((r.get("run_peak_rss_mb") or 0.0 for r in rows), default=0.0)
     if any(r.get("latency_ms") for r in rows):
         lines.append("latency per image; p90/p50 = run-to-run spread; load MB = resident memory the model or runner "
-                     "added when loaded; RSS MB = the process's resident peak while timing"
+                     "added when loaded" + ("; RSS MB = the process's resident peak while timing" if wide else "")
                      + ("; the run's peak RSS: {:.0f} MB".format(peak) if peak else ""))
     if any(r.get("relative") for r in rows):
         lines.append("×base = p50 / the baseline's p50 in the same run (paper: its own ratio: latency ratios "
@@ -280,39 +280,47 @@ def table_width(shown: Sequence[_Shown], rows: Sequence[Row]) -> int:
 
 
 def _columns(rows: Sequence[Row], wide: bool) -> Tuple[List[_Shown], List[str]]:
-    """The columns to show and, in the default view, what goes under the table: the folded columns as
-    "header value", and what was left out to keep within 100 columns."""
-    shown, under = [], []
+    """The columns to show and, in the default view, the lines that go under the table: the folded columns as
+    "every row: header value · …", and what was left out or shortened to keep within 100 columns."""
+    shown, folded = [], []
     for column in COLUMNS:
         if not column.shown(rows) or not (wide or column.narrow):
             continue
         values = {column.cell(row) for row in rows}
         if not wide and column.fold and len(values) == 1:
-            under.append("{} {}".format(column.title, values.pop()))
+            folded.append("{} {}".format(column.title, values.pop()))
             continue
-        shown.append(_Shown(column, None if wide else column.max_width))
-    if not wide:
-        under += _fit(shown, rows)
-    return shown, under
+        shown.append(_Shown(column, None))
+    if wide:
+        return shown, []
+    under = ["every row: " + " · ".join(folded)] if folded else []
+    fitted = _fit(shown, rows)
+    return shown, under + (["; ".join(fitted)] if fitted else [])
 
 
 def _fit(shown: List[_Shown], rows: Sequence[Row]) -> List[str]:
-    """Bring the table within 100 columns: drop the ranked columns, then compact cells, then shorten names."""
+    """Bring the table within 100 columns, each step only while it is still wider: names shortened to their
+    column's ``max_width``, ranked columns dropped, cells compacted, names shortened further."""
+    def too_wide() -> bool:
+        return table_width(shown, rows) > NARROW_WIDTH
+
     said = []
+    elidable = [c for c in shown if c.column.max_width is not None]
+    for item in elidable:
+        if too_wide():
+            item.limit = item.column.max_width
     dropped = []
     for item in sorted((c for c in shown if c.column.drop is not None), key=lambda c: c.column.drop or 0):
-        if table_width(shown, rows) <= NARROW_WIDTH:
-            break
-        shown.remove(item)
-        dropped.append(item.column.title)
+        if too_wide():
+            shown.remove(item)
+            dropped.append(item.column.title)
     if dropped:
         said.append("--wide adds " + ", ".join(dropped))
     for item in shown:
-        if item.column.compact is not None and table_width(shown, rows) > NARROW_WIDTH:
+        if item.column.compact is not None and too_wide():
             item.compact = True
             said.append(item.column.compact_note)
-    elidable = [c for c in shown if c.limit is not None]
-    while elidable and table_width(shown, rows) > NARROW_WIDTH:
+    while elidable and too_wide():
         widest = max(elidable, key=lambda c: c.width(rows))
         if widest.width(rows) <= MIN_ELIDED:
             break
@@ -329,14 +337,14 @@ def rich_table(rows: Sequence[Row], *, wide: bool = False, title: str = "fgvc-ed
 
     numbered, _ = _numbered(rows)
     columns, under = _columns(numbered, wide)
-    table = Table(title=title, caption=" · ".join(under) or None, box=box.SIMPLE_HEAD, show_edge=False,
+    table = Table(title=title, box=box.SIMPLE_HEAD, show_edge=False,
                   pad_edge=False, padding=(0, GAP - 1, 0, 0))
     for item in columns:
         table.add_column(item.column.header, justify="left" if item.column.left else "right", no_wrap=True)
     for row in numbered:
         # Text, not markup: "cmal_resnet50[raw]" must not be read as a rich style tag.
         table.add_row(*[Text(item.text(row)) for item in columns])
-    return Group(table, *[Text(line) for line in notes(rows)])
+    return Group(table, *[Text(line) for line in under + notes(rows, wide)])
 
 
 # -- files --------------------------------------------------------------------------------------------------

@@ -146,4 +146,4 @@ def cpu_name() -> str:
 
 
 def device_name(threads: int) -> str:
-    return "cpu: {} ({} threads)".format(cpu_name(), threads)
+    return "cpu: {} ({} thread{})".format(cpu_name(), threads, "" if threads == 1 else "s")

@@ -143,7 +143,7 @@ def test_memory_is_labelled():
 def test_markdown_and_csv_carry_source_noise_and_accuracy():
     rows = artifact_rows()
     md = markdown(rows)
-    assert "| # | model | source |" in md
+    assert "| # | model | source |" in md and "| p90/p50 |" in md and "RSS MB = the process" in md
     assert "engines/birds/birds-int8-ort-b1.onnx" in md.replace(os.sep, "/")
     assert "- [1] resnet18 @224" in md
     from fgvc_edge.bench.report import csv_text
