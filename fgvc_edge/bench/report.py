@@ -541,10 +541,7 @@ def plot_png(rows: Sequence[Row], path: str) -> None:
             ax.annotate(_bar_text(row), (1.01, positions[i]), xycoords=("axes fraction", "data"), va="center",
                         fontsize=8, annotation_clip=False)
         ax.set_yticks(positions)
-        ax.set_yticklabels(["[{}] {} · {} {}{}".format(row["_note"], elide(model_label(row), 28), row["runtime"],
-                                                       precision_label(row),
-                                                       " b{}".format(row["batch"]) if row["batch"] != 1 else "")
-                            for row in timed], fontsize=8)
+        ax.set_yticklabels([_bar_label(row) for row in timed], fontsize=8)
         ax.invert_yaxis()
         if max(p50) / max(min(p50), 1e-9) > 30:
             ax.set_xscale("log")
@@ -561,6 +558,15 @@ def plot_png(rows: Sequence[Row], path: str) -> None:
             fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
     finally:
         plt.close(fig)
+
+
+def _bar_label(row: Row) -> str:
+    """``[4] resnet18 (cub/best) · onnxruntime int8 b8``: the note number and what the bar measured."""
+    measured = elide(model_label(row), 28)
+    if source_of(row) != "random init":
+        measured += " ({})".format(elide(short_source(row), 28))
+    batch = " b{}".format(row["batch"]) if row["batch"] != 1 else ""
+    return "[{}] {} · {} {}{}".format(row["_note"], measured, row["runtime"], precision_label(row), batch)
 
 
 def _bar_text(row: Row) -> str:
