@@ -55,6 +55,11 @@ class Column:
     drop: Optional[int] = None
     compact: Optional[Callable[[Row], str]] = None
     compact_note: str = ""
+    # The cell in --wide and in the Markdown, where it says more than the default table's (a full path).
+    whole: Optional[Callable[[Row], str]] = None
+
+    def text(self, row: Row, wide: bool) -> str:
+        return (self.whole or self.cell)(row) if wide else self.cell(row)
 
     @property
     def title(self) -> str:
@@ -154,7 +159,7 @@ def _any_paper(key: str) -> Callable[[Sequence[Row]], bool]:
 COLUMNS: List[Column] = [
     Column("#", lambda r: str(r["_note"])),
     Column("model", model_label, max_width=22, fold=True, left=True),
-    Column("source", short_source, max_width=18, fold=True, left=True),
+    Column("source", short_source, max_width=18, fold=True, left=True, whole=source_of),
     Column("in", lambda r: str(r["input_size"]), fold=True, drop=3),
     Column("classes", lambda r: str(r["num_classes"]), narrow=False),
     Column("runtime", lambda r: r["runtime"], fold=True, left=True,
@@ -264,11 +269,13 @@ class _Shown:
 
     column: Column
     limit: Optional[int]
+    wide: bool = False
     compact: bool = False
 
     def text(self, row: Row) -> str:
-        cell = self.column.compact if self.compact and self.column.compact else self.column.cell
-        return elide(cell(row), self.limit)
+        if self.compact and self.column.compact:
+            return elide(self.column.compact(row), self.limit)
+        return elide(self.column.text(row, self.wide), self.limit)
 
     def width(self, rows: Sequence[Row]) -> int:
         return max([len(line) for line in self.column.header.split("\n")] + [len(self.text(row)) for row in rows])
@@ -290,7 +297,7 @@ def _columns(rows: Sequence[Row], wide: bool) -> Tuple[List[_Shown], List[str]]:
         if not wide and column.fold and len(values) == 1:
             folded.append("{} {}".format(column.title, values.pop()))
             continue
-        shown.append(_Shown(column, None))
+        shown.append(_Shown(column, None, wide))
     if wide:
         return shown, []
     under = ["every row: " + " · ".join(folded)] if folded else []
@@ -357,7 +364,7 @@ def markdown(rows: Sequence[Row]) -> str:
     out.write("| " + " | ".join(c.title for c in columns) + " |\n")
     out.write("|" + "|".join(":---" if c.left else "---:" for c in columns) + "|\n")
     for row in numbered:
-        out.write("| " + " | ".join(c.cell(row).replace("|", "\\|") for c in columns) + " |\n")
+        out.write("| " + " | ".join(c.text(row, wide=True).replace("|", "\\|") for c in columns) + " |\n")
     out.write("\n" + "\n".join("- " + line for line in notes(rows)) + "\n")
     return out.getvalue()
 
