@@ -1,10 +1,11 @@
 # Two commands on a fresh clone: `make bench` and `make test`. Both create .venv when it is missing.
+# `make bench` is the quick pass (minutes); `make bench-full` the full sweep (about 90 minutes on 2 cores).
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-toolkit-dev
 
-.PHONY: install bench test test-slow test-all clean
+.PHONY: install bench bench-full test test-slow test-all clean
 
 install: $(STAMP)
 
@@ -16,6 +17,9 @@ $(STAMP): pyproject.toml
 
 bench: $(STAMP)
 	$(BIN)/fgvc-edge bench
+
+bench-full: $(STAMP)
+	$(BIN)/fgvc-edge bench --full
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -99,6 +99,7 @@ def test_no_import_circle_between_subpackages():
 @pytest.mark.parametrize("leaf,allowed", [
     ("contract", {"errors", "_io"}),
     ("structure", {"errors"}),
+    ("caches", {"errors"}),
     ("runtime", {"contract", "errors", "_io"}),
 ])
 def test_shared_layers_import_only_what_lies_below_them(leaf, allowed):

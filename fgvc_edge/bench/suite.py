@@ -5,32 +5,61 @@ defaults when no paper gives figures, or at ``--input-size`` when given. PyTorch
 the same process, with the same thread count, each at its best standard settings: eager under
 ``torch.inference_mode()``; ONNX Runtime with every graph optimisation. An ``.onnx`` path is measured with
 ONNX Runtime alone and needs no torch (its params/MACs come from the sidecar written at export); an
-``.engine``/``.plan`` with the TensorRT runner, where TensorRT and a GPU are present.
+``.engine``/``.plan`` with the TensorRT runner, where TensorRT and a GPU are present. ``--device cuda`` runs
+PyTorch eager on the GPU (FP32, and FP16 under autocast), timed with CUDA events.
 When a paper row names a baseline (CMAL-Net Table 9 → ResNet50), the baseline is measured in the same run so
 the latency ratio ours/baseline can stand next to the paper's.
+
+With a data set (``BenchSettings.data``) every timed row also gets its top-1 on the test split, through the
+evaluator's code path (:mod:`fgvc_edge.evaluate`), and its agreement with the FP32 row of the same model;
+INT8 rows are then calibrated on the training split instead of synthetic images.
 """
 import contextlib
 import os
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from fgvc_edge.bench import papers
-from fgvc_edge.bench.timing import PeakRSS, device_name, time_calls, time_cuda_calls
+from fgvc_edge.bench.timing import PeakRSS, device_name, run_peak_rss_mb, time_calls, time_cuda_calls
+from fgvc_edge.datasets import DatasetSplits, Sample, load_dataset
+from fgvc_edge.evaluate import ModuleBackend, RunnerBackend, score_backend, spread
+from fgvc_edge.evaluate.core import DEFAULT_BATCH
 from fgvc_edge.errors import UserInputError, require
 
 RUNTIMES = ("torch", "onnxruntime")
 ARTIFACT_SUFFIXES = (".onnx", ".engine", ".plan")
-# fp32 for every runtime; fp16: PyTorch on CUDA (autocast); int8: ONNX Runtime (synthetic calibration).
+# fp32 for every runtime; fp16: PyTorch on CUDA (autocast); int8: ONNX Runtime.
 PRECISIONS = ("fp32", "fp16", "int8")
 DEVICES = ("cpu", "cuda")
 # Synthetic calibration images for INT8 speed rows of a model name (no data set given): enough for stable
 # ranges of a random-init model; the sidecar marks such a deployable as "speed figures only".
 SYNTHETIC_CALIBRATION_IMAGES = 16
+# The quick pass (`make bench`): minutes on 2 cores; a full measurement (`make bench-full`, or named targets).
+QUICK_ITERS, QUICK_WARMUP = 5, 1
+FULL_ITERS, FULL_WARMUP = 20, 3
+# With --data: INT8 rows are calibrated on this many training images, spread over the classes.
+DATA_CALIBRATION_IMAGES = 64
 Row = Dict[str, Any]
-Progress = Optional[Callable[[str], None]]
+
+
+def _ignore(*_: Any) -> None:
+    pass
+
+
+@dataclass
+class BenchProgress:
+    """What a front end shows progress with: the number of rows to measure (known before the first), the step
+    under way, and each finished row."""
+
+    total: Callable[[int], None] = _ignore
+    step: Callable[[str], None] = _ignore
+    row_done: Callable[[], None] = _ignore
+
+
+Progress = Optional[BenchProgress]
 
 
 @dataclass
@@ -41,8 +70,8 @@ class BenchSettings:
     # Where PyTorch eager runs; ONNX Runtime rows stay on the CPU provider.
     device: str = "cpu"
     batches: Tuple[int, ...] = (1,)
-    iters: int = 20
-    warmup: int = 3
+    iters: int = FULL_ITERS
+    warmup: int = FULL_WARMUP
     threads: int = field(default_factory=lambda: os.cpu_count() or 1)
     input_size: Optional[int] = None
     num_classes: Optional[int] = None
@@ -51,6 +80,13 @@ class BenchSettings:
     # With a checkpoint whose structure was transformed (pruned, reparameterized): also measure the model
     # before those transforms, in the same run, so the table shows before vs after.
     before: bool = True
+    # The quick pass: time only configurations whose paper gives a latency (and their baselines); the others
+    # get their params/MACs row (all that their papers report).
+    quick: bool = False
+    # A data set (folder, read by fgvc_edge.datasets): top-1 per timed row on its test split, ``limit`` images.
+    data: Optional[str] = None
+    dataset: str = "auto"
+    limit: Optional[int] = None
 
     def __post_init__(self) -> None:
         unknown = [r for r in self.runtimes if r not in RUNTIMES]
@@ -63,6 +99,8 @@ class BenchSettings:
             raise UserInputError("--batch needs positive sizes, e.g. 1,8")
         if self.iters < 1 or self.warmup < 0 or self.threads < 1:
             raise UserInputError("--iters and --threads must be >= 1, --warmup >= 0")
+        if self.limit is not None and self.limit < 1:
+            raise UserInputError("--limit must be >= 1, got {}".format(self.limit))
         if self.device not in DEVICES:
             raise UserInputError("--device takes {}, not {!r}".format(" or ".join(DEVICES), self.device))
         if "fp16" in self.precisions and self.device != "cuda":
@@ -74,6 +112,10 @@ class BenchSettings:
         if self.device != "cuda":
             return ("fp32",)
         return tuple(p for p in ("fp32", "fp16") if p in self.precisions) or ("fp32",)
+
+    @property
+    def ort_precisions(self) -> Tuple[str, ...]:
+        return tuple(p for p in self.precisions if p != "fp16")
 
 
 @dataclass(frozen=True)
@@ -90,6 +132,11 @@ class ModelPoint:
     before_of: Optional[str] = None
 
 
+def sweep_defaults(quick: bool) -> Tuple[int, int, Tuple[str, ...]]:
+    """(iterations, warm-up, ONNX Runtime precisions) of the quick pass or of a full measurement."""
+    return (QUICK_ITERS, QUICK_WARMUP, ("fp32",)) if quick else (FULL_ITERS, FULL_WARMUP, ("fp32", "int8"))
+
+
 def default_targets() -> List[str]:
     """What `make bench` measures: every registered model a paper gives efficiency figures for."""
     from fgvc_edge.models import get_model_config, list_models
@@ -101,19 +148,71 @@ def is_artifact(target: str) -> bool:
     return target.lower().endswith(ARTIFACT_SUFFIXES) or os.path.sep in target
 
 
+@dataclass
+class EvalData:
+    """The data set of ``--data``: the test images every timed row is scored on, training images to calibrate on."""
+
+    splits: DatasetSplits
+    samples: List[Sample]
+
+    @classmethod
+    def load(cls, settings: BenchSettings) -> "EvalData":
+        splits = load_dataset(settings.data, settings.dataset)
+        samples = splits.split("test")
+        return cls(splits, spread(samples, settings.limit) if settings.limit else list(samples))
+
+    def calibration_images(self) -> List[str]:
+        return [path for path, _ in spread(self.splits.train, DATA_CALIBRATION_IMAGES)]
+
+    def describe(self) -> Row:
+        return {"root": self.splits.root, "layout": self.splits.layout, "split": "test", "images": len(self.samples)}
+
+
+@dataclass
+class _Run:
+    """What every measuring function needs besides its target."""
+
+    settings: BenchSettings
+    progress: BenchProgress
+    data: Optional[EvalData]
+    # Predictions of each row with accuracy (by id), for the agreement with FP32; kept out of the rows.
+    predictions: Dict[int, np.ndarray] = field(default_factory=dict)
+
+    def say(self, text: str) -> None:
+        self.progress.step(text)
+
+
 def run_bench(targets: Sequence[str], settings: BenchSettings, progress: Progress = None) -> List[Row]:
-    rows: List[Row] = []
+    """Rows of every target (artifacts first, then the configurations of the model names); everything that can
+    be refused (missing files, a class count the data set does not have) is refused before the first row."""
     if settings.device == "cuda" and "torch" in settings.runtimes:
         check_cuda()
+    data = EvalData.load(settings) if settings.data else None
     names = [t for t in targets if not is_artifact(t)]
-    for target in targets:
-        if is_artifact(target):
-            rows.extend(bench_artifact(target, settings, progress))
-    if names:
-        for point in expand_points(names, settings):
-            rows.extend(bench_model_point(point, settings, progress))
+    if data is not None and names:
+        if settings.checkpoint:
+            _check_data_classes(settings.checkpoint, _checkpoint_classes(settings.checkpoint), data)
+        elif settings.num_classes is not None:
+            _check_data_classes("--num-classes {}".format(settings.num_classes), settings.num_classes, data)
+        else:
+            # A model name measured on a data set gets its head: top-1 of random weights is chance, but comparable.
+            settings = replace(settings, num_classes=data.splits.num_classes)
+    artifacts = [_artifact_record(t, data) for t in targets if is_artifact(t)]
+    points = expand_points(names, settings) if names else []
+    run = _Run(settings, progress or BenchProgress(), data)
+    run.progress.total(sum(len(_artifact_batches(r, settings)) for _, r in artifacts)
+                       + sum(point_row_count(p, settings) for p in points))
+    rows: List[Row] = []
+    for path, record in artifacts:
+        rows.extend(bench_artifact(path, record, run))
+    for point in points:
+        rows.extend(bench_model_point(point, run))
     add_baseline_ratios(rows)
     add_before_ratios(rows)
+    add_agreement(rows, run.predictions)
+    peak = run_peak_rss_mb()
+    for row in rows:
+        row["run_peak_rss_mb"] = peak
     return rows
 
 
@@ -123,6 +222,25 @@ def check_cuda() -> None:
     if not torch.cuda.is_available():
         raise UserInputError("--device cuda: PyTorch {} sees no CUDA device here (built for CUDA {}); use --device "
                              "cpu".format(torch.__version__, torch.version.cuda or "none: a CPU-only build"))
+
+
+def is_timed(point: ModelPoint, settings: BenchSettings) -> bool:
+    """Whether a configuration gets latency rows (else its params/MACs row alone)."""
+    if not settings.runtimes:
+        return False
+    if not settings.quick:
+        return True
+    return bool(point.paper_id and papers.paper_row(point.paper_id).get("latency_ms"))
+
+
+def point_row_count(point: ModelPoint, settings: BenchSettings) -> int:
+    """The rows a configuration yields: what the progress counts before the first is measured."""
+    if not is_timed(point, settings):
+        return 1
+    # PyTorch eager: FP32 (and FP16 on CUDA); ONNX Runtime: each of its precisions.
+    per_batch = sum(len(settings.torch_precisions) if runtime == "torch" else len(settings.ort_precisions)
+                    for runtime in settings.runtimes)
+    return len(settings.batches) * per_batch
 
 
 # -- model names ------------------------------------------------------------------------------------------
@@ -199,36 +317,31 @@ def _reference_checkpoint(checkpoint: str, folder: str) -> str:
     return save_checkpoint(model, os.path.join(folder, "before"))
 
 
-def bench_model_point(point: ModelPoint, settings: BenchSettings, progress: Progress) -> List[Row]:
+def bench_model_point(point: ModelPoint, run: _Run) -> List[Row]:
     with tempfile.TemporaryDirectory(prefix="fgvc-bench-") as tmp:
-        return _bench_model_point(point, settings, progress, tmp)
+        return _bench_model_point(point, run, tmp)
 
 
-def _bench_model_point(point: ModelPoint, settings: BenchSettings, progress: Progress, tmp: str) -> List[Row]:
+def _bench_model_point(point: ModelPoint, run: _Run, tmp: str) -> List[Row]:
     torch = require("torch", "toolkit")
     from fgvc_edge.models.complexity import count_macs, count_params
-    from fgvc_edge.models import create_model
 
+    settings = run.settings
     checkpoint = point.checkpoint
     if point.before_of:
-        _say(progress, "building {} before its transforms".format(point.model))
+        run.say("building {} before its transforms".format(point.model))
         checkpoint = _reference_checkpoint(point.before_of, tmp)
-    kwargs = {"mode": point.variant} if point.variant else {}
-    model = create_model(
-        point.model,
-        num_classes=None if checkpoint else point.num_classes,
-        input_size=point.input_size,
-        checkpoint=checkpoint,
-        **kwargs,
-    )
     torch.set_num_threads(settings.threads)
-    _say(progress, "counting {} @{}".format(point.model, point.input_size))
+    with PeakRSS(release_freed=True) as loading:
+        model = _create(point, checkpoint)
+    run.say("counting {} @{}".format(point.model, point.input_size))
     params = count_params(model)
     macs, _ = count_macs(model, point.input_size)
     base = {
         "model": point.model,
         "variant": point.variant,
         "checkpoint": point.checkpoint,
+        "source": point.checkpoint if point.checkpoint and not point.before_of else "random init",
         "transforms": [str(step.get("name")) for step in getattr(model, "structure_transforms", [])],
         "before_of": point.before_of,
         "input_size": point.input_size,
@@ -238,106 +351,124 @@ def _bench_model_point(point: ModelPoint, settings: BenchSettings, progress: Pro
         "device": device_name(settings.threads),
         "threads": settings.threads,
         "paper": papers.paper_summary(point.paper_id) if point.paper_id else None,
+        "calibration": None,
     }
-    rows: List[Row] = []
-    if not settings.runtimes:
-        # `--runtimes none`: the complexity row alone.
+    if not is_timed(point, settings):
+        # `--runtimes none`, or a configuration the quick pass only counts.
         row = dict(base)
         row.update({"runtime": "none", "precision": "fp32", "batch": 1, "latency_ms": None, "throughput_ips": None,
-                    "iters": 0, "peak_mem_mb": None, "artifact_mb": None, "settings": {}})
-        rows.append(row)
+                    "iters": 0, "load_mb": None, "rss_peak_mb": None, "artifact_mb": None, "settings": {}})
+        run.progress.row_done()
+        return [row]
+    rows: List[Row] = []
     if "torch" in settings.runtimes:
         for precision in settings.torch_precisions:
-            rows.extend(_torch_rows(model, point, base, precision, settings, progress))
+            rows.extend(_torch_rows(model, base, loading, precision, run))
     if "onnxruntime" in settings.runtimes:
         if "fp32" in settings.precisions:
-            for batch, path in _exported(model, settings, tmp, progress):
-                rows.extend(_ort_rows(path, base, [batch], settings, progress))
+            for batch, path in _exported(model, settings, tmp, run):
+                rows.extend(_ort_rows(path, base, [batch], run))
         if "int8" in settings.precisions:
             for batch in settings.batches:
-                path = _int8_deployable(point, checkpoint, batch, tmp, progress)
-                rows.extend(_ort_rows(path, base, [batch], settings, progress, precision="int8"))
+                path, calibration = _int8_deployable(point, checkpoint, batch, tmp, run)
+                rows.extend(_ort_rows(path, dict(base, calibration=calibration), [batch], run, precision="int8"))
     return rows
 
 
-def _torch_rows(model: Any, point: ModelPoint, base: Row, precision: str, settings: BenchSettings,
-                progress: Progress) -> List[Row]:
+def _create(point: ModelPoint, checkpoint: Optional[str]) -> Any:
+    """The model under the export cache's seed, so random-init torch, FP32 and INT8 rows share their weights
+    (and their predictions can be compared)."""
+    import torch
+
+    from fgvc_edge.models import create_model
+
+    kwargs = {"mode": point.variant} if point.variant else {}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return create_model(point.model, num_classes=None if checkpoint else point.num_classes,
+                            input_size=point.input_size, checkpoint=checkpoint, **kwargs)
+
+
+def _torch_rows(model: Any, base: Row, loading: PeakRSS, precision: str, run: _Run) -> List[Row]:
     """PyTorch eager under ``inference_mode``: on the CPU (FP32) timed by the wall clock; on CUDA (FP32, or FP16
     under autocast, which keeps reductions and softmax FP32 as our FP16 ONNX does) timed with CUDA events."""
-    torch = require("torch", "toolkit")
+    import torch
+
+    settings = run.settings
     cuda = settings.device == "cuda"
     size_mb = sum(t.numel() * t.element_size() for t in model.state_dict().values()) / 2**20
     used = {"mode": "eager, torch.inference_mode()", "torch": torch.__version__, "device": settings.device}
-    if not cuda:
-        return [_cpu_row(model, point, base, batch, size_mb, used, settings, progress) for batch in settings.batches]
-    torch.backends.cudnn.benchmark = True  # the best standard setting: cuDNN picks its fastest kernels
-    used.update({"gpu": torch.cuda.get_device_name(), "timing": "torch.cuda.Event", "cudnn.benchmark": True,
-                 "cudnn.allow_tf32": torch.backends.cudnn.allow_tf32,
-                 "autocast": "float16" if precision == "fp16" else None})
-    amp = (lambda: torch.autocast("cuda", dtype=torch.float16)) if precision == "fp16" else contextlib.nullcontext
+    amp = contextlib.nullcontext
+    if cuda:
+        torch.backends.cudnn.benchmark = True  # the best standard setting: cuDNN picks its fastest kernels
+        used.update({"gpu": torch.cuda.get_device_name(), "timing": "torch.cuda.Event", "cudnn.benchmark": True,
+                     "cudnn.allow_tf32": torch.backends.cudnn.allow_tf32,
+                     "autocast": "float16" if precision == "fp16" else None})
+        if precision == "fp16":
+            amp = lambda: torch.autocast("cuda", dtype=torch.float16)  # noqa: E731
+        model.to("cuda")
     rows = []
-    model.to("cuda")
     try:
         for batch in settings.batches:
-            _say(progress, "torch eager {} {} b{} (cuda)".format(_label(point), precision, batch))
-            x = torch.randn(batch, 3, point.input_size, point.input_size, device="cuda")
+            run.say("torch eager {} {} b{}{}".format(_label_row(base), precision, batch, " (cuda)" if cuda else ""))
+            x = torch.randn(batch, 3, base["input_size"], base["input_size"], device="cuda" if cuda else "cpu")
 
             def call(x: Any = x) -> Any:
                 with torch.inference_mode(), amp():
                     return model(x)
 
-            torch.cuda.reset_peak_memory_stats()
-            stats = time_cuda_calls(call, batch=batch, iters=settings.iters, warmup=settings.warmup, cuda=torch.cuda)
-            row = _row(base, "torch", precision, batch, stats, torch.cuda.max_memory_allocated() / 2**20, size_mb, used)
-            row["device"] = "cuda: {}".format(used["gpu"])
+            if cuda:
+                torch.cuda.reset_peak_memory_stats()
+                stats = time_cuda_calls(call, batch=batch, iters=settings.iters, warmup=settings.warmup, cuda=torch.cuda)
+                row = _row(base, "torch", precision, batch, stats, loading.grown_mb,
+                           torch.cuda.max_memory_allocated() / 2**20, size_mb, used)
+                row["device"] = "cuda: {}".format(used["gpu"])
+            else:
+                with PeakRSS() as mem:
+                    stats = time_calls(call, batch=batch, iters=settings.iters, warmup=settings.warmup)
+                row = _row(base, "torch", precision, batch, stats, loading.grown_mb, mem.peak_mb, size_mb, used)
+            if run.data is not None:
+                _score(row, ModuleBackend(model, base["source"]), run.data, run)
             rows.append(row)
+            run.progress.row_done()
     finally:
-        model.to("cpu")  # the ONNX Runtime rows export this same model on the CPU
+        if cuda:
+            model.to("cpu")  # the ONNX Runtime rows export this same model on the CPU
     return rows
 
 
-def _cpu_row(model: Any, point: ModelPoint, base: Row, batch: int, size_mb: float, used: Row,
-             settings: BenchSettings, progress: Progress) -> Row:
-    torch = require("torch", "toolkit")
-    _say(progress, "torch eager {} b{}".format(_label(point), batch))
-    x = torch.randn(batch, 3, point.input_size, point.input_size)
-
-    def call(x: Any = x) -> Any:
-        with torch.inference_mode():
-            return model(x)
-
-    with PeakRSS() as mem:
-        stats = time_calls(call, batch=batch, iters=settings.iters, warmup=settings.warmup)
-    return _row(base, "torch", "fp32", batch, stats, mem.added_mb, size_mb, used)
-
-
-def _int8_deployable(point: ModelPoint, checkpoint: Optional[str], batch: int, folder: str, progress: Progress) -> str:
-    """ONNX Runtime INT8 (u8 activations) of the measured model, calibrated on synthetic images (speed only)."""
-    from fgvc_edge.engine.pipeline import synthetic_int8_deployable
+def _int8_deployable(point: ModelPoint, checkpoint: Optional[str], batch: int, folder: str,
+                     run: _Run) -> Tuple[str, str]:
+    """(path, how it was calibrated): ONNX Runtime INT8 (u8 activations) of the measured model, calibrated on the
+    data set's training images when there is one, else on synthetic images (speed only)."""
+    from fgvc_edge.engine import BatchProfile, BuildSettings, CalibrationSettings, build, synthetic_int8_deployable
     from fgvc_edge.export.cache import ModelOptions
 
-    _say(progress, "calibrating INT8 {} b{}".format(_label(point), batch))
-    result = synthetic_int8_deployable(
-        point.model,
-        model=ModelOptions(checkpoint, point.variant, None if checkpoint else point.num_classes, point.input_size),
-        num_images=SYNTHETIC_CALIBRATION_IMAGES,
-        batch=batch,
-        output=os.path.join(folder, "int8-b{}.onnx".format(batch)),
-    )
-    return result.path
+    options = ModelOptions(checkpoint, point.variant, None if checkpoint else point.num_classes, point.input_size)
+    output = os.path.join(folder, "int8-b{}.onnx".format(batch))
+    if run.data is None:
+        run.say("calibrating INT8 {} b{} on synthetic images".format(_label(point), batch))
+        result = synthetic_int8_deployable(point.model, model=options, num_images=SYNTHETIC_CALIBRATION_IMAGES,
+                                           batch=batch, output=output)
+        return result.path, "synthetic"
+    images = run.data.calibration_images()
+    run.say("calibrating INT8 {} b{} on {} training images".format(_label(point), batch, len(images)))
+    settings = BuildSettings("int8", "onnxruntime", BatchProfile.fixed(batch),
+                             CalibrationSettings(images, "minmax", len(images)))
+    return build(point.model, settings, model=options, output=output).path, "data"
 
 
-def _exported(model: Any, settings: BenchSettings, folder: str, progress: Progress) -> Iterator[Tuple[int, str]]:
+def _exported(model: Any, settings: BenchSettings, folder: str, run: _Run) -> Iterator[Tuple[int, str]]:
     """ONNX files to time: one dynamic-batch export, or one per batch for batch-dependent models."""
     from fgvc_edge.export import export_onnx
 
     name = model.config.name
     if model.config.batch_dependent:
         for batch in settings.batches:
-            _say(progress, "exporting {} (batch {})".format(name, batch))
+            run.say("exporting {} (batch {})".format(name, batch))
             yield batch, export_onnx(model, os.path.join(folder, "b{}.onnx".format(batch)), batch=batch).path
         return
-    _say(progress, "exporting {}".format(name))
+    run.say("exporting {}".format(name))
     path = export_onnx(model, os.path.join(folder, "dyn.onnx"), batch="dynamic").path
     for batch in settings.batches:
         yield batch, path
@@ -346,7 +477,8 @@ def _exported(model: Any, settings: BenchSettings, folder: str, progress: Progre
 # -- ONNX Runtime -------------------------------------------------------------------------------------------
 
 
-def bench_artifact(path: str, settings: BenchSettings, progress: Progress) -> List[Row]:
+def _artifact_record(path: str, data: Optional[EvalData]) -> Tuple[str, Row]:
+    """(path, sidecar) of an artifact to measure, or the one-line refusal."""
     from fgvc_edge.runtime import read_sidecar
 
     if not os.path.isfile(path):
@@ -354,81 +486,154 @@ def bench_artifact(path: str, settings: BenchSettings, progress: Progress) -> Li
     if not path.lower().endswith(ARTIFACT_SUFFIXES):
         raise UserInputError("cannot bench {}: expected an .onnx, .engine or .plan file".format(path))
     record = read_sidecar(path) or {}
-    size = record.get("input_size")
-    if not size:
+    if not record.get("input_size"):
         raise UserInputError("{} has no sidecar ({}.json) saying its input size".format(path, path))
+    if data is not None:
+        _check_data_classes(path, record.get("num_classes"), data)
+    return path, record
+
+
+def _artifact_batches(record: Row, settings: BenchSettings) -> List[int]:
+    fixed = record.get("batch")
+    return list(settings.batches) if fixed in (None, "dynamic") else [int(fixed)]
+
+
+def bench_artifact(path: str, record: Row, run: _Run) -> List[Row]:
+    size = record["input_size"]
     paper_id = papers.matching_row(record.get("model", ""), record.get("variant"), size, record.get("num_classes", -1))
     base = {
         "model": record.get("model", os.path.basename(path)),
         "variant": record.get("variant"),
         "checkpoint": record.get("checkpoint"),
         "artifact": path,
+        "source": path,
         "input_size": size,
         "num_classes": record.get("num_classes"),
         "params": record.get("params"),
         "macs": record.get("macs"),
-        "device": device_name(settings.threads),
-        "threads": settings.threads,
+        "device": device_name(run.settings.threads),
+        "threads": run.settings.threads,
         "paper": papers.paper_summary(paper_id) if paper_id else None,
+        "calibration": _calibration_of(record),
     }
     if not path.lower().endswith(".onnx"):
-        return _tensorrt_rows(path, base, settings, progress, precision=record.get("precision", "fp32"))
-    fixed = record.get("batch")
-    batches = list(settings.batches) if fixed in (None, "dynamic") else [int(fixed)]
-    return _ort_rows(path, base, batches, settings, progress, precision=record.get("precision", "fp32"))
+        return _tensorrt_rows(path, base, run, precision=record.get("precision", "fp32"))
+    return _ort_rows(path, base, _artifact_batches(record, run.settings), run, precision=record.get("precision", "fp32"))
 
 
-def _tensorrt_rows(path: str, base: Row, settings: BenchSettings, progress: Progress, precision: str) -> List[Row]:
+def _tensorrt_rows(path: str, base: Row, run: _Run, precision: str) -> List[Row]:
     """A TensorRT engine through the deployable runner (host wall clock per call, copies in and out included);
     where TensorRT or a GPU is absent the runner refuses in one line."""
     from fgvc_edge.runtime import load
 
+    settings = run.settings
     rows = []
     size = base["input_size"]
-    with load(path) as runner:
+    with PeakRSS(release_freed=True) as loading:
+        runner = load(path)
+    with runner:
         fixed = runner.fixed_batch
         for batch in [fixed] if fixed else settings.batches:
-            _say(progress, "tensorrt {} b{}".format(_label_row(base), batch))
+            run.say("tensorrt {} b{}".format(_label_row(base), batch))
             x = np.random.default_rng(0).standard_normal((batch, 3, size, size)).astype(np.float32)
             with PeakRSS() as mem:
                 stats = time_calls(lambda: runner.infer(x), batch=batch, iters=settings.iters, warmup=settings.warmup)
             used = {"tensorrt": runner.tensorrt_version, "timing": "host wall clock, copies included"}
-            row = _row(base, "tensorrt", precision, batch, stats, mem.added_mb, os.path.getsize(path) / 2**20, used)
+            row = _row(base, "tensorrt", precision, batch, stats, loading.grown_mb, mem.peak_mb,
+                       os.path.getsize(path) / 2**20, used)
             row["device"] = runner.gpu["name"]
+            if run.data is not None:
+                _score(row, RunnerBackend(path), run.data, run)
             rows.append(row)
+            run.progress.row_done()
     return rows
 
 
-def _ort_rows(
-    path: str,
-    base: Row,
-    batches: Sequence[int],
-    settings: BenchSettings,
-    progress: Progress,
-    precision: str = "fp32",
-) -> List[Row]:
+def _calibration_of(record: Row) -> Optional[str]:
+    """How an INT8 artifact was calibrated, from its sidecar: "synthetic" (speed only) or "data"."""
+    if record.get("calibration_note"):
+        return "synthetic"
+    return "data" if record.get("quantization") else None
+
+
+def _ort_rows(path: str, base: Row, batches: Sequence[int], run: _Run, precision: str = "fp32") -> List[Row]:
     ort = require("onnxruntime", "onnxruntime")
     from fgvc_edge.runtime.onnx_runner import OnnxRunner
 
+    settings = run.settings
     rows = []
     size = base["input_size"]
     for batch in batches:
-        _say(progress, "onnxruntime {} b{}".format(_label_row(base), batch))
+        run.say("onnxruntime {} {} b{}".format(precision, _label_row(base), batch))
         x = np.random.default_rng(0).standard_normal((batch, 3, size, size)).astype(np.float32)
-        with PeakRSS() as mem:
+        with PeakRSS(release_freed=True) as loading:
             runner = OnnxRunner(path, providers=["CPUExecutionProvider"], threads=settings.threads)
-            with runner:
-                stats = time_calls(lambda: runner.infer(x), batch=batch, iters=settings.iters, warmup=settings.warmup)
+        with runner, PeakRSS() as mem:
+            stats = time_calls(lambda: runner.infer(x), batch=batch, iters=settings.iters, warmup=settings.warmup)
         used = {"graph_optimization_level": "ORT_ENABLE_ALL", "providers": ["CPUExecutionProvider"],
                 "onnxruntime": ort.__version__}
-        rows.append(_row(base, "onnxruntime", precision, batch, stats, mem.added_mb, os.path.getsize(path) / 2**20, used))
+        row = _row(base, "onnxruntime", precision, batch, stats, loading.grown_mb, mem.peak_mb,
+                   os.path.getsize(path) / 2**20, used)
+        if run.data is not None:
+            _score(row, RunnerBackend(path, threads=settings.threads), run.data, run)
+        rows.append(row)
+        run.progress.row_done()
     return rows
+
+
+# -- accuracy -----------------------------------------------------------------------------------------------
+
+
+def _score(row: Row, backend: Any, data: EvalData, run: _Run) -> None:
+    """Top-1/top-5 of ``row``'s model on the test images; its predictions are kept for the agreement. A model
+    whose output depends on its batch (RBI) is scored at the row's batch, any other at the evaluator's."""
+    run.say("top-1 of {} {} {} on {} images".format(row["runtime"], row["precision"], _label_row(row),
+                                                     len(data.samples)))
+    with backend:
+        batch = row["batch"] if backend.batch_dependent else DEFAULT_BATCH
+        metrics, skipped, _ = score_backend(backend, data.samples, data.splits, batch_size=batch)
+    row["accuracy"] = dict(data.describe(), top1=metrics.top1, top5=metrics.top5, images=metrics.images,
+                           skipped=len(skipped))
+    run.predictions[id(row)] = metrics.predictions
+
+
+def _checkpoint_classes(checkpoint: str) -> Optional[int]:
+    from fgvc_edge.checkpoint import read_checkpoint_record
+
+    return read_checkpoint_record(checkpoint).get("num_classes")
+
+
+def _check_data_classes(what: str, classes: Optional[int], data: EvalData) -> None:
+    if classes is not None and classes != data.splits.num_classes:
+        raise UserInputError("{} has {} classes; the data set at {} has {}".format(
+            what, classes, data.splits.root, data.splits.num_classes))
+
+
+def add_agreement(rows: List[Row], predictions: Dict[int, np.ndarray]) -> None:
+    """Share of test images on which a row predicts what the FP32 row of the same model predicts (PyTorch's
+    when measured, at the same batch when there is one)."""
+    def subject(row: Row) -> Tuple[Any, ...]:
+        return (row["model"], row.get("variant"), row["input_size"], row.get("num_classes"), row.get("checkpoint"),
+                row.get("before_of"))
+
+    scored = [row for row in rows if id(row) in predictions]
+    for row in scored:
+        references = [r for r in scored if subject(r) == subject(row) and r["precision"] == "fp32"]
+        references.sort(key=lambda r: (r["batch"] != row["batch"], r["runtime"] != "torch"))
+        if references:
+            ref = references[0]
+            row["accuracy"]["agreement_fp32"] = float((predictions[id(row)] == predictions[id(ref)]).mean())
+            row["accuracy"]["agreement_with"] = "{} {} b{}".format(ref["runtime"], ref["precision"], ref["batch"])
 
 
 # -- rows ---------------------------------------------------------------------------------------------------
 
 
-def _row(base: Row, runtime: str, precision: str, batch: int, stats: Any, mem_mb: Any, size_mb: float, used: Row) -> Row:
+def _row(base: Row, runtime: str, precision: str, batch: int, stats: Any, load_mb: Optional[float],
+         rss_peak_mb: Optional[float], size_mb: float, used: Row) -> Row:
+    """A measured row. Memory, labelled: ``load_mb`` is what loading the model or runner added to the process,
+    ``rss_peak_mb`` the process's resident peak while timing (the interpreter and libraries included),
+    ``artifact_mb`` the weights (state-dict bytes, or the file)."""
     row = dict(base)
     row.update(
         {
@@ -438,7 +643,8 @@ def _row(base: Row, runtime: str, precision: str, batch: int, stats: Any, mem_mb
             "latency_ms": stats.as_dict(),
             "throughput_ips": stats.throughput,
             "iters": stats.iters,
-            "peak_mem_mb": mem_mb,
+            "load_mb": load_mb,
+            "rss_peak_mb": rss_peak_mb,
             "artifact_mb": size_mb,
             "settings": used,
         }
@@ -490,8 +696,3 @@ def _label(point: ModelPoint) -> str:
 
 def _label_row(row: Row) -> str:
     return row["model"] + ("[{}]".format(row["variant"]) if row.get("variant") else "") + " @{}".format(row["input_size"])
-
-
-def _say(progress: Progress, text: str) -> None:
-    if progress is not None:
-        progress(text)

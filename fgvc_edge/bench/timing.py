@@ -1,4 +1,7 @@
 """Latency and memory measurement, torch-free so artifact benches run on a runtime-only install."""
+import ctypes
+import ctypes.util
+import gc
 import os
 import threading
 import time
@@ -76,16 +79,23 @@ def current_rss() -> Optional[int]:
 
 
 class PeakRSS:
-    """Peak resident memory added while the block runs, sampled every ``interval`` s (Linux /proc)."""
+    """Resident memory while the block runs, sampled every ``interval`` s (Linux /proc): the peak (absolute and
+    added over the start) and what the block left resident (e.g. a model it loaded)."""
 
-    def __init__(self, interval: float = 0.002) -> None:
+    def __init__(self, interval: float = 0.002, release_freed: bool = False) -> None:
         self.interval = interval
+        # Measuring what a load adds: memory freed earlier (an export, a previous row) would otherwise be reused
+        # by the allocator and hide the growth.
+        self.release_freed = release_freed
         self.baseline: Optional[int] = None
         self.peak: Optional[int] = None
+        self.final: Optional[int] = None
         self._stop = threading.Event()
         self._thread: Optional[threading.Thread] = None
 
     def __enter__(self) -> "PeakRSS":
+        if self.release_freed:
+            release_freed_memory()
         self.baseline = current_rss()
         self.peak = self.baseline
         if self.baseline is not None:
@@ -103,15 +113,45 @@ class PeakRSS:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
-        rss = current_rss()
-        if rss is not None and self.peak is not None and rss > self.peak:
-            self.peak = rss
+        self.final = current_rss()
+        if self.final is not None and self.peak is not None and self.final > self.peak:
+            self.peak = self.final
 
     @property
     def added_mb(self) -> Optional[float]:
         if self.baseline is None or self.peak is None:
             return None
         return (self.peak - self.baseline) / 2**20
+
+    @property
+    def peak_mb(self) -> Optional[float]:
+        """The process's resident memory at its highest during the block, everything loaded before included."""
+        return None if self.peak is None else self.peak / 2**20
+
+    @property
+    def grown_mb(self) -> Optional[float]:
+        """Resident memory the block left behind: the footprint of what it loaded."""
+        if self.baseline is None or self.final is None:
+            return None
+        return (self.final - self.baseline) / 2**20
+
+
+def release_freed_memory() -> None:
+    """Collect garbage and hand freed heap back to the OS (glibc ``malloc_trim``; a no-op elsewhere)."""
+    gc.collect()
+    try:
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def run_peak_rss_mb() -> Optional[float]:
+    """The highest resident memory of this process so far (``getrusage``; KiB on Linux)."""
+    try:
+        import resource
+    except ImportError:  # not on Windows
+        return None
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def cpu_name() -> str:
@@ -128,4 +168,4 @@ def cpu_name() -> str:
 
 
 def device_name(threads: int) -> str:
-    return "cpu: {} ({} threads)".format(cpu_name(), threads)
+    return "cpu: {} ({} thread{})".format(cpu_name(), threads, "" if threads == 1 else "s")

@@ -7,7 +7,9 @@ still runs ``predict`` and artifact benches.
 """
 import typer
 
-from fgvc_edge.cli import bench, build, calibrate, eval, export, import_cmd, models, predict, prune, reparam, serve, train
+from fgvc_edge.cli import (
+    bench, build, cache, calibrate, eval, export, import_cmd, models, predict, prune, reparam, serve, train,
+)
 from fgvc_edge.cli._common import command
 
 app = typer.Typer(
@@ -32,6 +34,7 @@ app.command("predict")(command(predict.predict_cmd))
 app.command("bench")(command(bench.bench_cmd))
 app.command("serve")(command(serve.serve_cmd))
 app.command("triton-repo")(command(serve.triton_repo_cmd))
+app.add_typer(cache.app, name="cache")
 
 
 def main() -> None:

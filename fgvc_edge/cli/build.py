@@ -1,5 +1,4 @@
 """`fgvc-edge build`: a registry model or an ONNX file → TensorRT engine or ONNX Runtime deployable."""
-import contextlib
 from pathlib import Path
 from typing import Optional
 
@@ -15,7 +14,8 @@ from fgvc_edge.cli._common import (
     console,
     fail_if_exists_as_dir,
 )
-from fgvc_edge.cli.calibrate import MethodOpt, calibration_progress
+from fgvc_edge.cli._progress import progress_display
+from fgvc_edge.cli.calibrate import MethodOpt
 from fgvc_edge.engine.tensorrt_builder import BatchProfile
 from fgvc_edge.errors import UserInputError
 
@@ -66,10 +66,11 @@ def build_cmd(
         from fgvc_edge.precision import select_images
 
         calib_total = len(select_images(str(calib_data), calib_images))
-    progress = calibration_progress(calib_total) if calib_total else contextlib.nullcontext(None)
-    with progress as advance:
-        result = build(source, settings, model=model, output=output and str(output), on_calib_batch=advance,
-                       force=force)
+    with progress_display() as display:
+        steps = display.task("build")
+        images = display.task("calibrating", calib_total, per_step=False) if calib_total else None
+        result = build(source, settings, model=model, output=output and str(output),
+                       on_calib_batch=images.advance if images else None, on_step=steps.describe, force=force)
     reused = " (reused: {})".format(", ".join(result.reused)) if result.reused else ""
     console.print("wrote {} (+ .json){}".format(result.path, reused), highlight=False)
     check = result.check

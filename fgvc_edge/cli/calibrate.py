@@ -1,12 +1,12 @@
 """`fgvc-edge calibrate`: FP32 ONNX + a folder of images → INT8 Q/DQ ONNX (TensorRT or ONNX Runtime form)."""
-import contextlib
 from pathlib import Path
-from typing import Callable, Iterator, Optional
+from typing import Optional
 
 import typer
 from typing_extensions import Annotated
 
-from fgvc_edge.cli._common import console, err_console, fail_if_exists_as_dir, renamed
+from fgvc_edge.cli._common import console, fail_if_exists_as_dir, renamed
+from fgvc_edge.cli._progress import progress_display
 
 DEFAULT_CALIB_IMAGES = 512
 CalibDataOpt = Annotated[Path, typer.Option("--data", help="Folder of calibration images (searched recursively).")]
@@ -31,9 +31,10 @@ def calibrate_cmd(
     fail_if_exists_as_dir(output)
     num_images = renamed(calib_images, old_num_images, "--calib-images", "--num-images") or DEFAULT_CALIB_IMAGES
     count = len(select_images(str(data), num_images))  # refuses a bad folder before anything loads
-    with calibration_progress(count) as advance:
+    with progress_display() as display:
+        images = display.task("calibrating", count, per_step=False)
         result = calibrate_onnx(str(onnx_file), str(data), str(output) if output else None, num_images=num_images,
-                                method=method, target=target, force=force, on_batch=advance)
+                                method=method, target=target, force=force, on_batch=images.advance)
     check = result.record.get("int8_check", {})
     console.print(
         "{} {} ({} form, {}, {} images)  vs FP32 on {} images: top-1 agreement {:.0%}, rel err {:.2e}".format(
@@ -43,13 +44,3 @@ def calibrate_cmd(
         highlight=False,
     )
 
-
-@contextlib.contextmanager
-def calibration_progress(total: int) -> Iterator[Callable[[int], None]]:
-    """A rich progress bar on stderr; yields the callback that advances it by a batch of images."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    columns = (TextColumn("calibrating"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=err_console, transient=True) as progress:
-        task = progress.add_task("calibrate", total=total)
-        yield lambda n: progress.advance(task, n)

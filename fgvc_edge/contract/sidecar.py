@@ -77,4 +77,9 @@ def cached_record(path: str, key: str) -> Optional[Dict[str, Any]]:
     record = read_sidecar(path)
     if not record or record.get("cache_key") != key or record.get("sha256") != sha256_file(path):
         return None
+    try:
+        # A hit marks the entry as used: `fgvc-edge cache prune --older-than` removes what went unused.
+        os.utime(sidecar_path(path))
+    except OSError:
+        pass
     return record

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
 from fgvc_edge._io import atomic_path
+from fgvc_edge.caches import CALIBRATION_CACHE_DIR, EXPORT_CACHE_DIR
 from fgvc_edge.contract.preprocess import ImageLike
 from fgvc_edge.contract.sidecar import read_sidecar, write_sidecar
 from fgvc_edge.engine.tensorrt_builder import BatchProfile, GpuInfo, TensorRTSettings, build_engine, check_settings, trt_version
@@ -23,8 +24,8 @@ from fgvc_edge.precision._artifact import load_onnx, source_record
 
 PRECISIONS = ("fp32", "fp16", "int8")
 TARGETS = ("tensorrt", "onnxruntime")
-INTERMEDIATE_DIR = os.path.join("engines", ".cache")
-CALIBRATION_DIR = "calibration"
+INTERMEDIATE_DIR = EXPORT_CACHE_DIR
+CALIBRATION_DIR = CALIBRATION_CACHE_DIR
 NO_TENSORRT_HINT = "use --target onnxruntime for the CPU deployable"
 SYNTHETIC_NOTE = "calibrated on synthetic images: for speed figures only, not accuracy"
 
@@ -105,9 +106,14 @@ def build(
     output: Optional[str] = None,
     on_calib_batch: Optional[Callable[[int], None]] = None,
     force: bool = False,
+    on_step: Optional[Callable[[str], None]] = None,
 ) -> BuildResult:
     """Build ``source`` (registry name or .onnx path) as ``settings`` say; see the module docstring.
-    An artifact of another source at ``output`` is replaced only with ``force`` (see export.naming)."""
+
+    An artifact of another source at ``output`` is replaced only with ``force`` (see export.naming).
+    ``on_step`` hears each stage as it starts (export, FP16/INT8, the deliverable); ``on_calib_batch`` the
+    number of images of each calibration batch."""
+    step = on_step or (lambda text: None)
     trt = gpu = None
     if settings.target == "tensorrt":
         # Fail in a second, before export/calibration, on a machine that cannot build engines.
@@ -118,7 +124,12 @@ def build(
         gpu = GpuInfo(**gpu_info(cuda))
 
     result = BuildResult(path="", record={})
+    if not _is_onnx_file(source):
+        step("exporting {} to FP32 ONNX".format(source))
     fp32_path = _fp32_onnx(source, model, settings, result)
+    if settings.precision != "fp32":
+        step("converting to FP16" if settings.precision == "fp16" else "calibrating INT8 ({}, {} form)".format(
+            settings.calibration.method, settings.target))
     typed = _typed_onnx(fp32_path, settings, result, on_calib_batch)
     record = dict(source_record(typed))
     result.check = quality_check(record, settings.precision)
@@ -126,6 +137,7 @@ def build(
         record["calibration_note"] = SYNTHETIC_NOTE
     output = output or default_output(record, settings.precision, settings.profile, settings.target)
     refuse_other_source(output, record, force)
+    step("writing {}".format(output) if settings.target == "onnxruntime" else "building the TensorRT engine")
     if settings.target == "onnxruntime":
         _deliver_onnx(typed, output, record)
     else:
@@ -144,8 +156,12 @@ def quality_check(record: Dict[str, Any], precision: str) -> Dict[str, Any]:
 
 
 # -- stage 1: FP32 ONNX -----------------------------------------------------------------------------
+def _is_onnx_file(source: str) -> bool:
+    return source.lower().endswith(".onnx") or os.path.isfile(source)
+
+
 def _fp32_onnx(source: str, model: ModelOptions, settings: BuildSettings, result: BuildResult) -> str:
-    if source.lower().endswith(".onnx") or os.path.isfile(source):
+    if _is_onnx_file(source):
         if model.given():
             raise UserInputError("{} apply to a model name, not to an ONNX file".format("/".join(model.given())))
         load_onnx(source)  # a clear error for a missing or corrupt file

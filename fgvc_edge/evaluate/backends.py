@@ -54,11 +54,33 @@ def open_backend(path: str, *, threads: Optional[int] = None) -> Backend:
     return RunnerBackend(path, threads=threads)
 
 
-class CheckpointBackend(Backend):
-    """An fgvc-edge checkpoint in PyTorch eval mode, FP32 on the CPU."""
+class ModuleBackend(Backend):
+    """A PyTorch model already in memory (an ``fgvc_edge`` model), in eval mode, FP32 on the CPU."""
 
     runtime = "pytorch"
     precision = "fp32"
+
+    def __init__(self, model: Any, path: str, class_names: Optional[List[str]] = None) -> None:
+        import torch
+
+        self._torch = torch
+        self.path = path
+        self.model = model.eval()
+        config = model.config
+        self.preprocess = config.preprocess
+        self.class_names = list(class_names or [])
+        self.num_classes = config.num_classes
+        self.fixed_batch = None
+        self.batch_dependent = config.batch_dependent
+        self.input_size = config.input_size
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        with self._torch.inference_mode():
+            return self.model(self._torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))).float().numpy()
+
+
+class CheckpointBackend(ModuleBackend):
+    """An fgvc-edge checkpoint in PyTorch eval mode, FP32 on the CPU."""
 
     def __init__(self, path: str, threads: Optional[int] = None) -> None:
         from fgvc_edge.checkpoint import read_checkpoint
@@ -69,20 +91,7 @@ class CheckpointBackend(Backend):
         if threads:
             torch.set_num_threads(int(threads))
         record, _ = read_checkpoint(path)
-        self._torch = torch
-        self.path = path
-        self.model = create_model(record["model"], checkpoint=path).eval()
-        config = self.model.config
-        self.preprocess = config.preprocess
-        self.class_names = list(record.get("class_names") or [])
-        self.num_classes = config.num_classes
-        self.fixed_batch = None
-        self.batch_dependent = config.batch_dependent
-        self.input_size = config.input_size
-
-    def infer(self, batch: np.ndarray) -> np.ndarray:
-        with self._torch.inference_mode():
-            return self.model(self._torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))).float().numpy()
+        super().__init__(create_model(record["model"], checkpoint=path), path, record.get("class_names"))
 
 
 class RunnerBackend(Backend):

@@ -85,12 +85,12 @@ def evaluate_artifacts(
     splits = load_dataset(data, dataset)
     samples = splits.split(split)
     if limit is not None:
-        samples = _spread(samples, limit)
+        samples = spread(samples, limit)
     results: List[ArtifactResult] = []
     skipped_paths: set = set()
     for number, artifact in enumerate(artifacts, 1):
         with open_backend(str(artifact), threads=threads) as backend:
-            _check_classes(backend, splits)
+            check_classes(backend, splits)
             if on_start is not None:
                 on_start(str(artifact), len(samples))
             folder = os.path.join(out, "{}_{}".format(number, artifact_label(str(artifact))))
@@ -117,6 +117,18 @@ def _evaluate_one(
     backend: Backend, samples: Sequence[Sample], splits: DatasetSplits, batch_size: int, workers: int, folder: str,
     on_batch: Optional[Callable[[int], None]],
 ) -> Tuple[ArtifactResult, List[str]]:
+    metrics, bad, ms_per_image = score_backend(backend, samples, splits, batch_size, workers, on_batch)
+    result = ArtifactResult(backend.path, backend.runtime, backend.precision, metrics, len(bad), ms_per_image, folder)
+    _write_artifact_outputs(result, splits)
+    return result, bad
+
+
+def score_backend(
+    backend: Backend, samples: Sequence[Sample], splits: DatasetSplits, batch_size: int = DEFAULT_BATCH,
+    workers: int = 4, on_batch: Optional[Callable[[int], None]] = None,
+) -> Tuple[ClassificationMetrics, List[str], float]:
+    """(metrics, unreadable paths, ms per image) of one open backend on ``samples``; writes nothing."""
+    check_classes(backend, splits)
     batch = backend.fixed_batch or batch_size
     if backend.batch_dependent:
         samples = [samples[i] for i in np.random.default_rng(EVAL_SHUFFLE_SEED).permutation(len(samples))]
@@ -135,10 +147,7 @@ def _evaluate_one(
     if not labels:
         raise UserInputError("none of the {} images of {} could be read".format(len(samples), splits.root))
     metrics = ClassificationMetrics.from_logits(np.concatenate(logits), np.asarray(labels), splits.num_classes)
-    result = ArtifactResult(backend.path, backend.runtime, backend.precision, metrics, len(bad),
-                            1000.0 * seconds / len(labels), folder)
-    _write_artifact_outputs(result, splits)
-    return result, bad
+    return metrics, bad, 1000.0 * seconds / len(labels)
 
 
 def _infer(backend: Backend, array: np.ndarray, batch: int) -> np.ndarray:
@@ -178,7 +187,7 @@ def _batches(
         yield arrays, labels, failed
 
 
-def _check_classes(backend: Backend, splits: DatasetSplits) -> None:
+def check_classes(backend: Backend, splits: DatasetSplits) -> None:
     if backend.num_classes is not None and backend.num_classes != splits.num_classes:
         raise UserInputError("{} has {} classes; the data set at {} has {}".format(
             backend.path, backend.num_classes, splits.root, splits.num_classes))
@@ -188,7 +197,7 @@ def _check_classes(backend: Backend, splits: DatasetSplits) -> None:
             backend.path, first, backend.class_names[first], splits.class_names[first]))
 
 
-def _spread(samples: Sequence[Sample], limit: int) -> List[Sample]:
+def spread(samples: Sequence[Sample], limit: int) -> List[Sample]:
     """``limit`` samples spread evenly over the split (every class contributes)."""
     if limit < 1:
         raise UserInputError("--limit must be >= 1, got {}".format(limit))

@@ -33,6 +33,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 import numpy as np
 
 from fgvc_edge._io import atomic_path, sha256_file
+from fgvc_edge.caches import CALIBRATION_CACHE_DIR
 from fgvc_edge.contract.sidecar import cached_record, digest
 from fgvc_edge.errors import UserInputError, require
 from fgvc_edge.precision._artifact import (
@@ -50,7 +51,7 @@ from fgvc_edge.contract.preprocess import ImageLike
 TARGETS = ("tensorrt", "onnxruntime")
 METHODS = ("minmax", "entropy", "percentile")
 DEFAULT_NUM_IMAGES = 512
-DEFAULT_CACHE_DIR = "calibration"
+DEFAULT_CACHE_DIR = CALIBRATION_CACHE_DIR
 # Activations of one collection stride (×3 for the copies ORT's histogram code makes) stay below this.
 COLLECT_BUDGET_BYTES = 1 << 30
 # Calibration images re-run through FP32 and INT8 to report agreement in the sidecar.

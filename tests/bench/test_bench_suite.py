@@ -51,3 +51,51 @@ def test_terminal_table_keeps_variant_brackets():
     console = Console(width=200, record=True)
     console.print(rich_table([row]))
     assert "cmal_resnet50[raw]" in console.export_text()
+
+
+def test_quick_pass_times_only_configurations_with_a_paper_latency():
+    from fgvc_edge.bench.suite import is_timed, point_row_count
+
+    quick = BenchSettings(quick=True, precisions=("fp32",))
+    table9 = ModelPoint("cmal_resnet50", "raw", 448, 100, "cmal_table9/cmal_resnet50_raw")
+    care = ModelPoint("care_resnet50", None, 224, 200, "care_table2/care_resnet50")
+    assert is_timed(table9, quick) and not is_timed(care, quick)
+    assert point_row_count(table9, quick) == 2 and point_row_count(care, quick) == 1  # torch + ORT FP32; MACs only
+    full = BenchSettings(batches=(1, 8), precisions=("fp32", "int8"))
+    assert is_timed(care, full) and point_row_count(care, full) == 2 * (1 + 2)  # per batch: torch, ORT fp32 + int8
+    assert point_row_count(care, BenchSettings(runtimes=())) == 1
+
+
+def test_agreement_is_with_the_fp32_row_of_the_same_model():
+    import numpy as np
+
+    from fgvc_edge.bench.suite import add_agreement
+
+    def scored(runtime, precision, checkpoint="ck"):
+        return {"model": "resnet18", "variant": None, "input_size": 32, "num_classes": 3, "checkpoint": checkpoint,
+                "before_of": None, "runtime": runtime, "precision": precision, "batch": 1, "accuracy": {"top1": 0.5}}
+
+    rows = [scored("onnxruntime", "fp32"), scored("torch", "fp32"), scored("onnxruntime", "int8"),
+            scored("onnxruntime", "int8", checkpoint="other")]
+    predictions = {id(rows[0]): np.array([0, 1, 2, 2]), id(rows[1]): np.array([0, 1, 2, 1]),
+                   id(rows[2]): np.array([0, 1, 0, 1]), id(rows[3]): np.array([0, 0, 0, 0])}
+    add_agreement(rows, predictions)
+    assert rows[2]["accuracy"]["agreement_fp32"] == 0.75  # against PyTorch's FP32, not ORT's
+    assert rows[2]["accuracy"]["agreement_with"] == "torch fp32 b1"
+    assert rows[0]["accuracy"]["agreement_fp32"] == 0.75 and rows[1]["accuracy"]["agreement_fp32"] == 1.0
+    assert "agreement_fp32" not in rows[3]["accuracy"]  # another checkpoint: no FP32 row to agree with
+
+
+def test_progress_counts_every_row_before_the_first(one_torch_thread):
+    from fgvc_edge.bench.suite import BenchProgress, run_bench
+
+    events = []
+    progress = BenchProgress(total=lambda n: events.append(("total", n)), step=lambda text: events.append("step"),
+                             row_done=lambda: events.append("row"))
+    rows = run_bench(["resnet18"], BenchSettings(runtimes=("onnxruntime",), precisions=("fp32",), batches=(1, 2),
+                                                 iters=1, warmup=0, threads=1, input_size=32), progress)
+    assert events[0] == ("total", 2) and events.count("row") == len(rows) == 2
+    assert "step" in events[1:events.index("row")]
+    assert all(row["load_mb"] is not None and row["rss_peak_mb"] > row["load_mb"] for row in rows)
+    assert rows[0]["run_peak_rss_mb"] >= max(row["rss_peak_mb"] for row in rows) * 0.99
+    assert rows[0]["source"] == "random init" and rows[0]["calibration"] is None
