@@ -21,7 +21,7 @@ def test_export_writes_the_chosen_variant(mode, stem, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     result = invoke("export", "cmal_resnet18", "--mode", mode, "--num-classes", 4, "--input-size", 64)
     assert result.exit_code == 0, result.output
-    path = os.path.join("engines", stem + "-fp32.onnx")
+    path = os.path.join("engines", stem + "-random-fp32-b1.onnx")
     sidecar = json.loads(open(path + ".json").read())
     assert sidecar["variant"] == mode and sidecar["parity"]["rel_error"] <= 1e-4
 
