@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from typing import Any, Optional, Tuple, Union
 
 from fgvc_edge.contract.sidecar import write_sidecar
-from fgvc_edge.errors import UserInputError
 
 
 @dataclass(frozen=True)
@@ -32,20 +31,16 @@ def export_cached(name: str, options: ModelOptions, *, batch: Union[int, str], l
                   intermediate_dir: str) -> Tuple[str, bool]:
     """(path, reused): ``name`` exported to FP32 ONNX at ``batch`` (an int or ``"dynamic"``) under
     ``intermediate_dir``, unless the same model, arguments and weights were exported already."""
+    from fgvc_edge.models.configs import get_model_config, variant_kwargs
+
+    kwargs = variant_kwargs(name, options.mode or get_model_config(name).default_variant)  # before torch loads
+
     import torch
 
     from fgvc_edge.contract.sidecar import cached_record, digest
     from fgvc_edge.export.onnx_export import DEFAULT_OPSET, EXPORT_REVISION, export_onnx
-    from fgvc_edge.models import create_model, get_model_config
+    from fgvc_edge.models import create_model
 
-    config = get_model_config(name)
-    kwargs = {}
-    if config.variants:
-        kwargs["mode"] = options.mode or config.default_variant
-        if kwargs["mode"] not in config.variants:
-            raise UserInputError("{} has modes {}, not {!r}".format(name, ", ".join(config.variants), options.mode))
-    elif options.mode is not None:
-        raise UserInputError("{} has no modes; drop --mode".format(name))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)  # random-init builds are reproducible (and so cacheable)
         model = create_model(name, num_classes=options.num_classes, checkpoint=options.checkpoint,

@@ -1,4 +1,5 @@
 """``create_model``: a registered name (random init) or an fgvc-edge checkpoint → the model (toolkit; torch)."""
+import logging
 from dataclasses import replace
 from typing import Any, Optional
 
@@ -9,6 +10,8 @@ from fgvc_edge.models._registry import get_builder
 from fgvc_edge.models.base import FgvcModel
 from fgvc_edge.models.configs import get_model_config
 from fgvc_edge.structure import apply_structure
+
+log = logging.getLogger(__name__)
 
 
 def create_model(
@@ -35,8 +38,12 @@ def create_model(
             )
         num_classes = record["num_classes"]
         kwargs = {**record.get("model_args", {}), **kwargs}
+        trained = record.get("input_size")
         if input_size is None:
-            input_size = record.get("input_size")
+            input_size = trained
+        elif trained and int(trained) != input_size:
+            log.warning("%s was trained at %s px; at %s px its accuracy may change (measure it with `fgvc-edge "
+                        "eval`)", checkpoint, trained, input_size)
     config = get_model_config(name)
     if num_classes is not None and num_classes < 1:
         raise UserInputError("num_classes must be >= 1, got {}".format(num_classes))
