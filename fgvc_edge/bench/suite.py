@@ -284,6 +284,11 @@ def bench_artifact(path: str, settings: BenchSettings, progress: Progress) -> Li
     size = record.get("input_size")
     if not size:
         raise UserInputError("{} has no sidecar ({}.json) saying its input size".format(path, path))
+    for option, what, given, fixed in (("--input-size", "input size", settings.input_size, size),
+                                       ("--num-classes", "classes", settings.num_classes, record.get("num_classes"))):
+        if given is not None and given != fixed:  # an artifact's graph is fixed: never measure something else
+            raise UserInputError("{} is fixed at {} {}; {} {} applies to model names (export the model with it, "
+                                 "then bench that file)".format(path, what, fixed, option, given))
     paper_id = papers.matching_row(record.get("model", ""), record.get("variant"), size, record.get("num_classes", -1))
     base = {
         "model": record.get("model", os.path.basename(path)),

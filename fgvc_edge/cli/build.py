@@ -1,15 +1,28 @@
 """`fgvc-edge build`: a registry model or an ONNX file → TensorRT engine or ONNX Runtime deployable."""
 import contextlib
+import os
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 from typing_extensions import Annotated
 
-from fgvc_edge.cli._common import CheckpointOpt, InputSizeOpt, NumClassesOpt, OutputOpt, console, fail_if_exists_as_dir
+from fgvc_edge.cli._common import (
+    CheckpointOpt,
+    InputSizeOpt,
+    JsonOpt,
+    ModeOpt,
+    NumClassesOpt,
+    OutputOpt,
+    console,
+    fail_if_exists_as_dir,
+    print_json,
+)
 from fgvc_edge.cli.calibrate import MethodOpt, calibration_progress
-from fgvc_edge.engine.tensorrt_builder import BatchProfile
 from fgvc_edge.errors import UserInputError
+
+if TYPE_CHECKING:  # the engine is imported when a build runs, not when the CLI starts
+    from fgvc_edge.engine.tensorrt_builder import BatchProfile
 
 
 def build_cmd(
@@ -18,7 +31,7 @@ def build_cmd(
     fp16: Annotated[bool, typer.Option("--fp16", help="FP16-typed ONNX (I/O stay FP32).")] = False,
     int8: Annotated[bool, typer.Option("--int8", help="INT8 Q/DQ, calibrated on --calib-data.")] = False,
     checkpoint: CheckpointOpt = None,
-    mode: Annotated[Optional[str], typer.Option("--mode", help="Inference variant of models that have them.")] = None,
+    mode: ModeOpt = None,
     num_classes: NumClassesOpt = None,
     input_size: InputSizeOpt = None,
     calib_data: Annotated[Optional[Path], typer.Option("--calib-data", help="Calibration image folder (--int8).")] = None,
@@ -34,8 +47,13 @@ def build_cmd(
     version_compatible: Annotated[bool, typer.Option("--version-compatible", help="Engine for later TensorRT too.")] = False,
     target: Annotated[str, typer.Option("--target", help="tensorrt (.engine) or onnxruntime (.onnx, CPU).")] = "tensorrt",
     output: OutputOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Build SOURCE into a deployable: export → FP16/INT8 ONNX → engine (each step cached by content)."""
+    if not source.lower().endswith(".onnx") and not os.path.isfile(source):
+        from fgvc_edge.models.configs import variant_kwargs
+
+        variant_kwargs(source, mode)  # a bad name or mode fails here, before torch loads
     from fgvc_edge.engine import BuildSettings, CalibrationSettings, ModelOptions, TensorRTOptions, build
 
     fail_if_exists_as_dir(output)
@@ -56,6 +74,11 @@ def build_cmd(
     progress = calibration_progress(calib_total) if calib_total else contextlib.nullcontext(None)
     with progress as advance:
         result = build(source, settings, model=model, output=output and str(output), on_calib_batch=advance)
+    if as_json:
+        checks = {key: result.record[key] for key in ("fp16_check", "int8_check") if key in result.record}
+        print_json(dict({"path": result.path, "files": result.extra_files, "reused": result.reused,
+                         "precision": chosen[0], "target": target}, **checks))
+        return
     reused = " (reused: {})".format(", ".join(result.reused)) if result.reused else ""
     console.print("wrote {} (+ .json){}".format(result.path, reused), highlight=False)
     for extra in result.extra_files:
@@ -64,8 +87,10 @@ def build_cmd(
 
 def batch_profile(
     batch: Optional[int], min_batch: Optional[int], opt_batch: Optional[int], max_batch: Optional[int]
-) -> BatchProfile:
+) -> "BatchProfile":
     """--batch N → fixed N; any of --min/--opt/--max-batch → a dynamic profile (missing ends filled in)."""
+    from fgvc_edge.engine.tensorrt_builder import BatchProfile
+
     dynamic = [v for v in (min_batch, opt_batch, max_batch) if v is not None]
     if batch is not None and dynamic:
         raise UserInputError("give either --batch or --min-batch/--opt-batch/--max-batch, not both")

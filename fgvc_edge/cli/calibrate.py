@@ -6,7 +6,7 @@ from typing import Callable, Iterator, Optional
 import typer
 from typing_extensions import Annotated
 
-from fgvc_edge.cli._common import console, err_console, fail_if_exists_as_dir
+from fgvc_edge.cli._common import JsonOpt, console, err_console, fail_if_exists_as_dir, print_json
 
 CalibDataOpt = Annotated[Path, typer.Option("--data", help="Folder of calibration images (searched recursively).")]
 MethodOpt = Annotated[str, typer.Option("--method", help="Range calibration: minmax, entropy or percentile.")]
@@ -22,6 +22,7 @@ def calibrate_cmd(
     target: TargetOpt = "tensorrt",
     force: Annotated[bool, typer.Option("--force", help="Recalibrate even when the cache matches.")] = False,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Output .onnx path.")] = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Quantize ONNX_FILE to INT8 with calibration on images from --data (cached under calibration/)."""
     from fgvc_edge.precision import calibrate_onnx, select_images
@@ -32,6 +33,11 @@ def calibrate_cmd(
         result = calibrate_onnx(str(onnx_file), str(data), str(output) if output else None, num_images=num_images,
                                 method=method, target=target, force=force, on_batch=advance)
     check = result.record.get("int8_check", {})
+    if as_json:
+        print_json({"path": result.path, "cache_path": result.cache_path, "reused": result.cache_hit,
+                    "target": target, "method": method, "num_images": result.record["quantization"]["num_images"],
+                    "int8_check": check})
+        return
     console.print(
         "{} {} ({} form, {}, {} images)  vs FP32 on {} images: top-1 agreement {:.0%}, rel err {:.2e}".format(
             "reused" if result.cache_hit else "wrote", result.path, target, method,

@@ -5,7 +5,18 @@ import typer
 from rich.table import Table
 from typing_extensions import Annotated
 
-from fgvc_edge.cli._common import CheckpointOpt, InputSizeOpt, ModelArg, NumClassesOpt, OutputOpt, console
+from fgvc_edge.cli._common import (
+    CheckpointOpt,
+    InputSizeOpt,
+    JsonOpt,
+    ModeOpt,
+    ModelArg,
+    NumClassesOpt,
+    OutputOpt,
+    console,
+    err_console,
+    print_json,
+)
 from fgvc_edge.errors import UserInputError
 
 
@@ -19,21 +30,35 @@ def prune_cmd(
     importance: Annotated[str, typer.Option("--importance", help="l1, l2 (weight magnitude) or taylor.")] = "l2",
     global_pruning: Annotated[bool, typer.Option("--global", help="Rank channels across layers, not per layer.")] = False,
     round_to: Annotated[int, typer.Option("--round-to", min=1, help="Keep channel counts multiples of this.")] = 8,
+    mode: ModeOpt = None,
     num_classes: NumClassesOpt = None,
     input_size: InputSizeOpt = None,
     output: OutputOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Prune MODEL's channels (classifier heads and unsafe structures excluded) and write a checkpoint (-o)."""
-    from fgvc_edge.transforms.prune import prune_checkpoint
+    from fgvc_edge.models.configs import variant_kwargs
 
+    variant_kwargs(model, mode)  # a bad name or mode fails here, before torch loads
     if output is None:
         raise UserInputError("give the output checkpoint folder with -o")
-    with console.status("pruning {} …".format(model)):
+    from fgvc_edge.transforms.prune import prune_checkpoint
+
+    with (err_console if as_json else console).status("pruning {} …".format(model)):
         folder, report = prune_checkpoint(
             model, str(output), checkpoint=checkpoint and str(checkpoint), num_classes=num_classes,
-            input_size=input_size, ratio=ratio, target_macs=None if target_macs is None else int(target_macs * 1e9),
+            input_size=input_size, mode=mode, ratio=ratio,
+            target_macs=None if target_macs is None else int(target_macs * 1e9),
             importance=importance, global_pruning=global_pruning, round_to=round_to,
         )
+    if as_json:
+        print_json({"path": folder, "model": model, "input_size": report.input_size, "ratio": report.ratio,
+                    "importance": report.importance, "global": report.global_pruning, "round_to": report.round_to,
+                    "params_before": report.params_before, "params_after": report.params_after,
+                    "macs_before": report.macs_before, "macs_after": report.macs_after,
+                    "changed_modules": len(report.changed_modules),
+                    "not_pruned": [{"name": item.name, "reason": item.reason} for item in report.ignored]})
+        return
     console.print(
         "{} @{}: {} importance, {} ratio {:.3f}, channels rounded to {}".format(
             model, report.input_size, report.importance, "global" if report.global_pruning else "per-layer",

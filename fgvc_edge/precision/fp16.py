@@ -23,7 +23,7 @@ import numpy as np
 
 from fgvc_edge._io import sha256_file
 from fgvc_edge.contract.sidecar import cached_record, digest
-from fgvc_edge.errors import FgvcError, UserInputError, require
+from fgvc_edge.errors import FgvcError, UserInputError, library_stage, require
 from fgvc_edge.precision.graph import unshare_initializers
 from fgvc_edge.precision._artifact import (
     TypedOnnx,
@@ -90,7 +90,8 @@ def convert_fp16(onnx_path: str, output: Optional[str] = None, *, cache_dir: str
     record = source_record(onnx_path, proto)
     if record.get("precision") not in (None, "fp32"):
         raise UserInputError("{} is already {}; convert the FP32 ONNX".format(onnx_path, record.get("precision")))
-    blocked, fp32_sums = fp16_blocking(proto)
+    with library_stage("FP16 shape inference (onnx)"):
+        blocked, fp32_sums = fp16_blocking(proto)
     source_sha = sha256_file(onnx_path)
     key = digest({"model": source_sha, "fp16_block_list": blocked, "keep_io_types": True,
                   "fp16_rules": FP16_RULES_REVISION, "fp16_sum_max_terms": FP16_SUM_MAX_TERMS})
@@ -99,7 +100,7 @@ def convert_fp16(onnx_path: str, output: Optional[str] = None, *, cache_dir: str
     cached = None if force else cached_record(path, key)
     if cached is not None:
         return TypedOnnx(path=path, record=cached, cache_hit=True)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), library_stage("FP16 conversion (onnxconverter-common)"):
         # It warns once per weight below FP16's range that it clamps to ±1e-7; the check below measures the effect.
         warnings.simplefilter("ignore", UserWarning)
         converted = float16.convert_float_to_float16(
@@ -172,11 +173,12 @@ def check_fp16(fp32: Any, fp16: Any, *, seed: int, samples: int = CHECK_SAMPLES)
     rng = np.random.default_rng(seed)
     feeds = [rng.standard_normal((batch, 3, size, size)).astype(np.float32) for _ in range(max(1, samples // batch))]
     outputs = []
-    for proto in (fp32, fp16):
-        session = ort.InferenceSession(
-            proto.SerializeToString(), sess_options=session_options(), providers=["CPUExecutionProvider"]
-        )
-        outputs.append(np.concatenate([session.run(None, {input_name: x})[0] for x in feeds]).astype(np.float32))
+    for proto, stage in ((fp32, "ONNX Runtime on the FP32 graph"), (fp16, "ONNX Runtime on the FP16 graph")):
+        with library_stage(stage):
+            session = ort.InferenceSession(
+                proto.SerializeToString(), sess_options=session_options(), providers=["CPUExecutionProvider"]
+            )
+            outputs.append(np.concatenate([session.run(None, {input_name: x})[0] for x in feeds]).astype(np.float32))
     if not np.all(np.isfinite(outputs[1])):
         return dict(compare_outputs(outputs[0], np.nan_to_num(outputs[1])), rel_error=float("inf"))
     return compare_outputs(outputs[0], outputs[1])

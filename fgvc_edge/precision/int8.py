@@ -34,7 +34,7 @@ import numpy as np
 
 from fgvc_edge._io import atomic_path, sha256_file
 from fgvc_edge.contract.sidecar import cached_record, digest
-from fgvc_edge.errors import UserInputError, require
+from fgvc_edge.errors import UserInputError, library_stage, require
 from fgvc_edge.precision._artifact import (
     TypedOnnx,
     compare_outputs,
@@ -207,11 +207,13 @@ def _quantize(
         prepared = unshared_for_int8(proto, options["nodes_to_exclude"], options["op_types_to_quantize"])
         # ORT's histogram collector prints to stdout and its quantizer logs a pre-processing hint on the root
         # logger (our graphs are already onnxsim-simplified with BatchNorm folded); the CLI draws its own bar.
-        with contextlib.redirect_stdout(io.StringIO()), _root_warnings_muted():
+        stage = library_stage("INT8 quantization (onnxruntime.quantization)")
+        with contextlib.redirect_stdout(io.StringIO()), _root_warnings_muted(), stage:
             quant.quantize_static(prepared, quantized, stream, **options)
         result = load_onnx(quantized)
         # The quantizer folds some constants into its Q/DQ parameters and leaves their Constant nodes behind.
-        remove_dead_nodes(result)
+        with library_stage("dead-node cleanup (onnx.utils.Extractor)"):
+            remove_dead_nodes(result)
         require("onnx", "toolkit").save(result, quantized)
         if quantization["target"] == "tensorrt":
             check_tensorrt_qdq(result, where="the quantized graph")
@@ -381,18 +383,19 @@ def check_against_fp32(fp32_path: str, int8_path: str, stream: ImageStream, coun
     ort = require("onnxruntime", "onnxruntime")
     from fgvc_edge.runtime.onnx_runner import session_options
 
-    sessions = [
-        ort.InferenceSession(p, sess_options=session_options(), providers=["CPUExecutionProvider"])
-        for p in (fp32_path, int8_path)
-    ]
-    stream.on_batch = None
-    stream.set_range(0, min(count, len(stream)))
-    references, candidates = [], []
-    feed = stream.get_next()
-    while feed is not None:
-        references.append(sessions[0].run(None, feed)[0])
-        candidates.append(sessions[1].run(None, feed)[0])
+    with library_stage("ONNX Runtime on the INT8 graph"):
+        sessions = [
+            ort.InferenceSession(p, sess_options=session_options(), providers=["CPUExecutionProvider"])
+            for p in (fp32_path, int8_path)
+        ]
+        stream.on_batch = None
+        stream.set_range(0, min(count, len(stream)))
+        references, candidates = [], []
         feed = stream.get_next()
+        while feed is not None:
+            references.append(sessions[0].run(None, feed)[0])
+            candidates.append(sessions[1].run(None, feed)[0])
+            feed = stream.get_next()
     return compare_outputs(np.concatenate(references), np.concatenate(candidates))
 
 

@@ -355,13 +355,16 @@ def prune_checkpoint(
     checkpoint: Optional[str] = None,
     num_classes: Optional[int] = None,
     input_size: Optional[int] = None,
+    mode: Optional[str] = None,
     **options: Any,
 ) -> Tuple[str, PruneReport]:
     """Build (or restore) ``model_name``, prune it (``options`` as :func:`prune_model`), save to ``output``."""
     from fgvc_edge.checkpoint import save_checkpoint
     from fgvc_edge.models import create_model
+    from fgvc_edge.models.configs import variant_kwargs
 
-    model = create_model(model_name, checkpoint=checkpoint, num_classes=num_classes, input_size=input_size)
+    model = create_model(model_name, checkpoint=checkpoint, num_classes=num_classes, input_size=input_size,
+                         **variant_kwargs(model_name, mode))
     model, report = prune_model(model, inplace=True, **options)
     folder = save_checkpoint(model, output, class_names=getattr(model, "class_names", None))
     return folder, report

@@ -50,6 +50,14 @@ def _float_nodes_reading_weight_dq(path, float_nodes):
     return [n.name for n in proto.graph.node if n.name in set(float_nodes) and dq_of_weight.intersection(n.input)]
 
 
+def _float_matmuls_reading_dq(path, float_nodes):
+    """Float-kept MatMuls (CMAL-Net's CAM, attention products) that read any DequantizeLinear output."""
+    proto = onnx.load(path)
+    dq = {n.output[0] for n in proto.graph.node if n.op_type == "DequantizeLinear"}
+    return [n.name for n in proto.graph.node
+            if n.op_type == "MatMul" and n.name in set(float_nodes) and dq.intersection(n.input)]
+
+
 def _dead_nodes(path):
     proto = onnx.load(path)
     read = {name for node in proto.graph.node for name in node.input} | {o.name for o in proto.graph.output}
@@ -85,7 +93,11 @@ def test_every_typed_form_builds_and_matches_fp32(name, variant, weights, tmp_pa
     assert activations and {zero_points[n.input[2]] for n in activations} == {TensorProto.UINT8}
     for typed in (int8_trt, int8_ort):
         assert _dead_nodes(typed.path) == []
-        assert _float_nodes_reading_weight_dq(typed.path, typed.record["quantization"]["float_nodes"]) == []
+        floating = typed.record["quantization"]["float_nodes"]
+        assert _float_nodes_reading_weight_dq(typed.path, floating) == []
+        if name.startswith("cmal_"):  # the CAM multiplies float weights by the float expert map
+            assert len([n for n in floating if "MatMul" in n]) >= 6
+            assert _float_matmuls_reading_dq(typed.path, floating) == []
         if weights == "trained":
             assert typed.record["int8_check"]["min_cosine"] > INT8_MIN_COSINE, typed.record["int8_check"]
 
