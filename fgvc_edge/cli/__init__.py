@@ -23,14 +23,13 @@ app = typer.Typer(
 )
 
 
-
 @app.callback()
 def global_options(
     debug: Annotated[
         bool, typer.Option("--debug", help="Show the full traceback of any error (or set {}=1).".format(DEBUG_ENV))
     ] = False,
 ) -> None:
-    """Fine-grained classifiers from PyTorch to Jetson: export, quantize, build, run, benchmark."""
+    """Options for every command."""
     set_debug(debug)
 
 
