@@ -311,7 +311,7 @@ def float_nodes(proto: Any, scopes: Sequence[str] = ()) -> List[str]:
             chosen.append(node.name)
     products = set(chosen) - {n.name for n in proto.graph.node if any(n.name.startswith(s) for s in scopes)}
     chosen += [name for name in _derived_from(proto, products, constants) if name not in chosen]
-    return chosen + _float_views(proto, set(chosen))
+    return chosen + [name for name in _float_views(proto, set(chosen)) if name not in chosen]
 
 
 # Ops that carry learned weights: a float region ends where its values enter one (CMAL-Net's crop enters the

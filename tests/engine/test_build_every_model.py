@@ -94,6 +94,7 @@ def test_every_typed_form_builds_and_matches_fp32(name, variant, weights, tmp_pa
     for typed in (int8_trt, int8_ort):
         assert _dead_nodes(typed.path) == []
         floating = typed.record["quantization"]["float_nodes"]
+        assert len(floating) == len(set(floating))
         assert _float_nodes_reading_weight_dq(typed.path, floating) == []
         if name.startswith("cmal_"):  # the CAM multiplies float weights by the float expert map
             assert len([n for n in floating if "MatMul" in n]) >= 6
