@@ -1,8 +1,10 @@
 """Errors a user can cause. The CLI prints them as one line and exits with code 2."""
+import contextlib
 import importlib
 import json
 import os
 from types import ModuleType
+from typing import Iterator
 
 
 class FgvcError(Exception):
@@ -17,6 +19,27 @@ class UserInputError(FgvcError, ValueError):
 
 class MissingExtraError(FgvcError, ImportError):
     """An optional dependency group is not installed."""
+
+
+class StageError(FgvcError):
+    """A library we call (ONNX Runtime, its quantizer, the FP16 converter, onnxsim, torch.onnx) failed at a
+    known stage; the library's own exception is chained as the cause (``--debug`` shows it)."""
+
+
+def first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+@contextlib.contextmanager
+def library_stage(stage: str) -> Iterator[None]:
+    """Turn whatever a third-party library raises inside the block into ``StageError("<stage> failed: …")``."""
+    try:
+        yield
+    except (FgvcError, MemoryError):
+        raise
+    except Exception as exc:  # each library raises its own types (onnxruntime's Fail, onnx's ValidationError…)
+        raise StageError("{} failed: {}".format(stage, first_line(exc))) from exc
 
 
 def require(module: str, extra: str) -> ModuleType:

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from fgvc_edge.checkpoint import save_checkpoint
+from fgvc_edge.errors import UserInputError
 from fgvc_edge.export import export_onnx
 from fgvc_edge.models import create_model, get_model_config, list_models
 from fgvc_edge.runtime import OnnxRunner
@@ -54,6 +55,31 @@ def test_train_loss_reaches_every_parameter(name):
     assert not missing, "parameters without a gradient: {}".format(missing[:5])
     zero = [n for n, p in model.named_parameters() if p.requires_grad and p.grad.abs().sum() == 0]
     assert not zero, "parameters with an all-zero gradient: {}".format(zero[:5])
+
+
+def test_every_config_has_a_builder_and_every_builder_a_config():
+    from fgvc_edge.models._registry import registered_builders
+
+    assert sorted(registered_builders()) == list_models()
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_config_matches_the_model_its_builder_makes(name, tiny):
+    """The configs are data (fgvc_edge/models/configs.py): each must describe what its builder really makes."""
+    cfg = get_model_config(name)
+    torch.manual_seed(0)
+    model = tiny.perturb_like_trained(create_model(name, input_size=cfg.min_input_size))
+    assert model.variant == cfg.default_variant
+    for variant in cfg.variants:
+        assert create_model(name, mode=variant, input_size=cfg.min_input_size).variant == variant
+    x = torch.randn(2, 3, cfg.min_input_size, cfg.min_input_size)
+    with torch.no_grad():
+        pair, alone = model(x), model(x[:1])
+    assert pair.shape == (2, cfg.num_classes)  # the default head has the config's class count
+    if not cfg.batch_dependent:  # runners chunk and pad such models: an image's output must not see its batch
+        assert torch.allclose(pair[:1], alone, rtol=1e-4, atol=1e-5)
+    with pytest.raises(UserInputError, match="needs an input size"):
+        create_model(name, input_size=cfg.min_input_size - 1)
 
 
 @pytest.mark.parametrize("name", MODELS)

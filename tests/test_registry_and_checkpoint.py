@@ -15,9 +15,13 @@ def test_unknown_model_suggests_close_names():
 
 
 def test_duplicate_registration_is_an_error():
-    cfg = get_model_config("resnet18")
+    from fgvc_edge.models._registry import registered_builders
+
+    assert "resnet18" in registered_builders()
     with pytest.raises(ValueError, match="twice"):
-        register_model(cfg)(lambda **kw: None)
+        register_model("resnet18")(lambda **kw: None)
+    with pytest.raises(UserInputError, match="unknown model"):  # a builder needs a config (data) first
+        register_model("resnet19")(lambda **kw: None)
 
 
 def test_bad_sizes_are_refused():

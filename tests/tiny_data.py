@@ -59,3 +59,24 @@ def write_cub(root: str, classes: int = 3, train_per_class: int = 8, test_per_cl
 def _write(root: str, name: str, lines: Sequence[str]) -> None:
     with open(os.path.join(root, name), "w", encoding="utf-8") as fh:
         fh.write("\n".join(lines) + "\n")
+
+
+def perturb_like_trained(model, seed: int = 0):
+    """Move every float parameter and buffer of ``model`` by seeded noise, in place; returns the model.
+
+    A fresh model is full of equal tensors (zero biases, unit norm weights, unit running variances) that
+    exporters and onnxsim merge into one initializer — sharing a trained model never has. After this no two
+    tensors are equal, as after training; running variances stay positive."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, tensor in model.state_dict().items():
+            if not tensor.is_floating_point():
+                continue
+            noise = torch.randn(tensor.shape, generator=generator)
+            if name.endswith("running_var"):
+                tensor.mul_(1 + 0.1 * noise.abs())
+            else:
+                tensor.add_(noise * (0.1 * float(tensor.abs().mean()) + 0.01))
+    return model

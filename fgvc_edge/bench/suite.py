@@ -189,6 +189,7 @@ def run_bench(targets: Sequence[str], settings: BenchSettings, progress: Progres
         check_cuda()
     data = EvalData.load(settings) if settings.data else None
     names = [t for t in targets if not is_artifact(t)]
+    artifacts = [_artifact_record(t, data, settings) for t in targets if is_artifact(t)]
     if data is not None and names:
         if settings.checkpoint:
             _check_data_classes(settings.checkpoint, _checkpoint_classes(settings.checkpoint), data)
@@ -197,7 +198,6 @@ def run_bench(targets: Sequence[str], settings: BenchSettings, progress: Progres
         else:
             # A model name measured on a data set gets its head: top-1 of random weights is chance, but comparable.
             settings = replace(settings, num_classes=data.splits.num_classes)
-    artifacts = [_artifact_record(t, data) for t in targets if is_artifact(t)]
     points = expand_points(names, settings) if names else []
     run = _Run(settings, progress or BenchProgress(), data)
     run.progress.total(sum(len(_artifact_batches(r, settings)) for _, r in artifacts)
@@ -477,7 +477,7 @@ def _exported(model: Any, settings: BenchSettings, folder: str, run: _Run) -> It
 # -- ONNX Runtime -------------------------------------------------------------------------------------------
 
 
-def _artifact_record(path: str, data: Optional[EvalData]) -> Tuple[str, Row]:
+def _artifact_record(path: str, data: Optional[EvalData], settings: BenchSettings) -> Tuple[str, Row]:
     """(path, sidecar) of an artifact to measure, or the one-line refusal."""
     from fgvc_edge.runtime import read_sidecar
 
@@ -488,6 +488,12 @@ def _artifact_record(path: str, data: Optional[EvalData]) -> Tuple[str, Row]:
     record = read_sidecar(path) or {}
     if not record.get("input_size"):
         raise UserInputError("{} has no sidecar ({}.json) saying its input size".format(path, path))
+    size = record["input_size"]
+    for option, what, given, fixed in (("--input-size", "input size", settings.input_size, size),
+                                       ("--num-classes", "classes", settings.num_classes, record.get("num_classes"))):
+        if given is not None and given != fixed:  # an artifact's graph is fixed: never measure something else
+            raise UserInputError("{} is fixed at {} {}; {} {} applies to model names (export the model with it, "
+                                 "then bench that file)".format(path, what, fixed, option, given))
     if data is not None:
         _check_data_classes(path, record.get("num_classes"), data)
     return path, record

@@ -1,16 +1,19 @@
 """The ``fgvc-edge`` command line: thin commands over the library, one module per command.
 
 Every command parses and checks its options, then calls one library function. Errors the user can fix
-(:class:`fgvc_edge.errors.FgvcError`) print as one line on stderr with exit code 2 — never a traceback.
-Heavy libraries are imported inside the commands, so ``--help`` is instant and a runtime-only install
-still runs ``predict`` and artifact benches.
+(:class:`fgvc_edge.errors.FgvcError`, failures of the libraries we call included) print as one line on stderr
+with exit code 2 — never a traceback; anything else prints one line too and says that ``--debug`` (or
+``FGVC_EDGE_DEBUG=1``) shows the traceback. Heavy libraries are imported inside the commands and model names
+are checked against torch-free configs, so ``--help``, ``models`` and a mistyped name answer in well under a
+second, and a runtime-only install still runs ``predict`` and artifact benches.
 """
 import typer
+from typing_extensions import Annotated
 
 from fgvc_edge.cli import (
     bench, build, cache, calibrate, eval, export, import_cmd, models, predict, prune, reparam, serve, train,
 )
-from fgvc_edge.cli._common import command
+from fgvc_edge.cli._common import DEBUG_ENV, command, set_debug
 
 app = typer.Typer(
     name="fgvc-edge",
@@ -20,6 +23,17 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode="rich",
 )
+
+
+@app.callback()
+def global_options(
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show the full traceback of any error (or set {}=1).".format(DEBUG_ENV))
+    ] = False,
+) -> None:
+    """Options for every command."""
+    set_debug(debug)
+
 
 app.command("models")(command(models.models_cmd))
 app.command("export")(command(export.export_cmd))

@@ -1,16 +1,18 @@
 """Shared CLI plumbing: the error boundary and the option aliases every command reuses."""
 import functools
+import json
 import logging
+import os
 import sys
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Optional, TypeVar
+from typing import Any, Callable, Dict, Optional, TypeVar
 
 import typer
 from rich.console import Console
 from typing_extensions import Annotated
 
-from fgvc_edge.errors import FgvcError
+from fgvc_edge.errors import FgvcError, first_line
 
 T = TypeVar("T")
 
@@ -31,6 +33,8 @@ def command(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return fn(*args, **kwargs)
         except FgvcError as exc:
+            if debug_enabled():
+                raise
             err_console.print("error: {}".format(exc), markup=False, highlight=False, soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
         except KeyboardInterrupt:
@@ -39,8 +43,34 @@ def command(fn: Callable[..., Any]) -> Callable[..., Any]:
         except MemoryError:
             err_console.print("error: out of memory; try a smaller --batch or --input-size", markup=False)
             raise typer.Exit(2) from None
+        except Exception as exc:  # a bug of ours or an unwrapped library failure: say where the trace is
+            if debug_enabled() or isinstance(exc, (typer.Exit, typer.Abort, typer.TyperException)):
+                raise
+            err_console.print("error: unexpected {}: {} (run with --debug or FGVC_EDGE_DEBUG=1 for the "
+                              "traceback)".format(type(exc).__name__, first_line(exc)), markup=False, highlight=False,
+                              soft_wrap=True)
+            raise typer.Exit(1) from None
 
     return wrapper
+
+
+DEBUG_ENV = "FGVC_EDGE_DEBUG"
+_debug = False
+
+
+def set_debug(on: bool) -> None:
+    """The global ``--debug`` option: errors propagate with their traceback instead of one line."""
+    global _debug
+    _debug = on
+
+
+def debug_enabled() -> bool:
+    return _debug or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+
+
+def print_json(payload: Dict[str, Any]) -> None:
+    """``--json``: one JSON object on stdout describing what a command wrote or measured."""
+    typer.echo(json.dumps(payload, indent=2, sort_keys=True, default=str))
 
 
 # -- option aliases (Annotated, shared by every command that takes them) ---------------------------------
@@ -52,6 +82,10 @@ NumClassesOpt = Annotated[Optional[int], typer.Option("--num-classes", min=1, he
 InputSizeOpt = Annotated[Optional[int], typer.Option("--input-size", min=16, help="Square input size (default: the model's).")]
 OutputOpt = Annotated[Optional[Path], typer.Option("--output", "-o", help="Output path.")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Replace an artifact of another model or checkpoint at the output path.")]
+ModeOpt = Annotated[
+    Optional[str], typer.Option("--mode", help="Inference variant of models that have several (CMAL-Net: raw+aoval, raw).")
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print a JSON object describing what was written (for scripts).")]
 ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", min=1, help="CPU threads (default: all cores).")]
 
 

@@ -1,6 +1,7 @@
 """`fgvc-edge build`: a registry model or an ONNX file → TensorRT engine or ONNX Runtime deployable."""
+import os
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 from typing_extensions import Annotated
@@ -9,15 +10,20 @@ from fgvc_edge.cli._common import (
     CheckpointOpt,
     ForceOpt,
     InputSizeOpt,
+    JsonOpt,
+    ModeOpt,
     NumClassesOpt,
     OutputOpt,
     console,
     fail_if_exists_as_dir,
+    print_json,
 )
 from fgvc_edge.cli._progress import progress_display
 from fgvc_edge.cli.calibrate import MethodOpt
-from fgvc_edge.engine.tensorrt_builder import BatchProfile
 from fgvc_edge.errors import UserInputError
+
+if TYPE_CHECKING:  # the engine is imported when a build runs, not when the CLI starts
+    from fgvc_edge.engine.tensorrt_builder import BatchProfile
 
 
 def build_cmd(
@@ -26,7 +32,7 @@ def build_cmd(
     fp16: Annotated[bool, typer.Option("--fp16", help="FP16-typed ONNX (I/O stay FP32).")] = False,
     int8: Annotated[bool, typer.Option("--int8", help="INT8 Q/DQ, calibrated on --calib-data.")] = False,
     checkpoint: CheckpointOpt = None,
-    mode: Annotated[Optional[str], typer.Option("--mode", help="Inference variant of models that have them.")] = None,
+    mode: ModeOpt = None,
     num_classes: NumClassesOpt = None,
     input_size: InputSizeOpt = None,
     calib_data: Annotated[Optional[Path], typer.Option("--calib-data", help="Calibration image folder (--int8).")] = None,
@@ -43,11 +49,16 @@ def build_cmd(
     target: Annotated[str, typer.Option("--target", help="tensorrt (.engine) or onnxruntime (.onnx, CPU).")] = "tensorrt",
     output: OutputOpt = None,
     force: ForceOpt = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Build SOURCE into a deployable: export → FP16/INT8 ONNX → engine (each step cached by content).
 
     Default output: engines/MODEL[-MODE]-SOURCE-PRECISION-b1|bdyn.engine|onnx (SOURCE: the checkpoint folder's
     name, or random)."""
+    if not source.lower().endswith(".onnx") and not os.path.isfile(source):
+        from fgvc_edge.models.configs import variant_kwargs
+
+        variant_kwargs(source, mode)  # a bad name or mode fails here, before torch loads
     from fgvc_edge.engine import BuildSettings, CalibrationSettings, ModelOptions, TensorRTOptions, build
     from fgvc_edge.export.naming import RANDOM_WEIGHTS_NOTE
 
@@ -71,6 +82,11 @@ def build_cmd(
         images = display.task("calibrating", calib_total, per_step=False) if calib_total else None
         result = build(source, settings, model=model, output=output and str(output),
                        on_calib_batch=images.advance if images else None, on_step=steps.describe, force=force)
+    if as_json:
+        checks = {key: result.record[key] for key in ("fp16_check", "int8_check") if key in result.record}
+        print_json(dict({"path": result.path, "files": result.extra_files, "reused": result.reused,
+                         "precision": chosen[0], "target": target}, **checks))
+        return
     reused = " (reused: {})".format(", ".join(result.reused)) if result.reused else ""
     console.print("wrote {} (+ .json){}".format(result.path, reused), highlight=False)
     check = result.check
@@ -86,8 +102,10 @@ def build_cmd(
 
 def batch_profile(
     batch: Optional[int], min_batch: Optional[int], opt_batch: Optional[int], max_batch: Optional[int]
-) -> BatchProfile:
+) -> "BatchProfile":
     """--batch N → fixed N; any of --min/--opt/--max-batch → a dynamic profile (missing ends filled in)."""
+    from fgvc_edge.engine.tensorrt_builder import BatchProfile
+
     dynamic = [v for v in (min_batch, opt_batch, max_batch) if v is not None]
     if batch is not None and dynamic:
         raise UserInputError("give either --batch or --min-batch/--opt-batch/--max-batch, not both")

@@ -5,7 +5,7 @@ from typing import Optional
 import typer
 from typing_extensions import Annotated
 
-from fgvc_edge.cli._common import console, fail_if_exists_as_dir, renamed
+from fgvc_edge.cli._common import JsonOpt, console, fail_if_exists_as_dir, print_json, renamed
 from fgvc_edge.cli._progress import progress_display
 
 DEFAULT_CALIB_IMAGES = 512
@@ -24,6 +24,7 @@ def calibrate_cmd(
     target: TargetOpt = "tensorrt",
     force: Annotated[bool, typer.Option("--force", help="Recalibrate even when the cache matches.")] = False,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Output .onnx path.")] = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Quantize ONNX_FILE to INT8 with calibration on images from --data (cached under calibration/)."""
     from fgvc_edge.precision import calibrate_onnx, select_images
@@ -36,6 +37,11 @@ def calibrate_cmd(
         result = calibrate_onnx(str(onnx_file), str(data), str(output) if output else None, num_images=num_images,
                                 method=method, target=target, force=force, on_batch=images.advance)
     check = result.record.get("int8_check", {})
+    if as_json:
+        print_json({"path": result.path, "cache_path": result.cache_path, "reused": result.cache_hit,
+                    "target": target, "method": method, "num_images": result.record["quantization"]["num_images"],
+                    "int8_check": check})
+        return
     console.print(
         "{} {} ({} form, {}, {} images)  vs FP32 on {} images: top-1 agreement {:.0%}, rel err {:.2e}".format(
             "reused" if result.cache_hit else "wrote", result.path, target, method,

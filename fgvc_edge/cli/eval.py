@@ -5,7 +5,7 @@ from typing import List, Optional
 import typer
 from typing_extensions import Annotated
 
-from fgvc_edge.cli._common import ThreadsOpt, console, err_console, renamed
+from fgvc_edge.cli._common import JsonOpt, ThreadsOpt, console, err_console, print_json, renamed
 from fgvc_edge.cli.train import DataOpt, DatasetOpt
 
 
@@ -20,6 +20,7 @@ def eval_cmd(
     workers: Annotated[int, typer.Option("--workers", min=1, help="Image decoding threads.")] = 4,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Output folder (metrics, per-class CSV, confusion PNGs; default runs/eval).")] = None,
     old_out: Annotated[Optional[Path], typer.Option("--out", hidden=True)] = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Evaluate ARTIFACTS on --data: top-1, top-5, per-class accuracy, confusion matrix, drop vs the first."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -41,6 +42,9 @@ def eval_cmd(
             out=str(out), limit=limit, threads=threads, workers=workers, on_start=on_start,
             on_batch=lambda n: progress.advance(tasks[-1], n),
         )
+    if as_json:
+        print_json({"path": report.out, "rows": report.rows, "skipped": len(report.skipped_paths)})
+        return
     info = report.data.describe()
     table = Table(title="{} {} split: {} images, {} classes".format(info["layout"], split, report.results[0].metrics.images
                                                                    + report.results[0].skipped, info["num_classes"]))

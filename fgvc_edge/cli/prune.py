@@ -7,7 +7,18 @@ import typer
 from rich.table import Table
 from typing_extensions import Annotated
 
-from fgvc_edge.cli._common import CheckpointOpt, InputSizeOpt, ModelArg, NumClassesOpt, OutputOpt, console
+from fgvc_edge.cli._common import (
+    CheckpointOpt,
+    InputSizeOpt,
+    JsonOpt,
+    ModeOpt,
+    ModelArg,
+    NumClassesOpt,
+    OutputOpt,
+    console,
+    err_console,
+    print_json,
+)
 from fgvc_edge.errors import UserInputError
 
 FINETUNE_EPOCHS = 1
@@ -23,6 +34,7 @@ def prune_cmd(
     importance: Annotated[str, typer.Option("--importance", help="l1, l2 (weight magnitude) or taylor.")] = "l2",
     global_pruning: Annotated[bool, typer.Option("--global", help="Rank channels across layers, not per layer.")] = False,
     round_to: Annotated[int, typer.Option("--round-to", min=1, help="Keep channel counts multiples of this.")] = 8,
+    mode: ModeOpt = None,
     num_classes: NumClassesOpt = None,
     input_size: InputSizeOpt = None,
     finetune_data: Annotated[
@@ -31,18 +43,22 @@ def prune_cmd(
     epochs: Annotated[Optional[int], typer.Option("--epochs", min=1, help="Fine-tuning epochs (default 1).")] = None,
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", "-b", min=1, help="Fine-tuning batch (default: the simple recipe's).")] = None,
     output: OutputOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Prune MODEL's channels (classifier heads and unsafe structures excluded) and write a checkpoint (-o).
 
     Pruned weights need fine-tuning: --finetune-data DIR fine-tunes before saving (the run, with metrics and
     curves, goes to OUTPUT/finetune) and reports top-1 before and after."""
-    from fgvc_edge.transforms.prune import prune_checkpoint
+    from fgvc_edge.models.configs import variant_kwargs
 
+    variant_kwargs(model, mode)  # a bad name or mode fails here, before torch loads
     if output is None:
         raise UserInputError("give the output checkpoint folder with -o")
     if finetune_data is None and (epochs is not None or batch_size is not None):
         raise UserInputError("--epochs and --batch-size apply to fine-tuning: add --finetune-data DIR")
-    status = console.status("pruning {} …".format(model))
+    from fgvc_edge.transforms.prune import prune_checkpoint
+
+    status = (err_console if as_json else console).status("pruning {} …".format(model))
     tuned: List[Any] = []  # the fine-tuning run's result, when there is one
 
     def fine_tune(net: Any) -> None:
@@ -51,10 +67,19 @@ def prune_cmd(
     with status:
         folder, report = prune_checkpoint(
             model, str(output), checkpoint=checkpoint and str(checkpoint), num_classes=num_classes,
-            input_size=input_size, ratio=ratio, target_macs=None if target_macs is None else int(target_macs * 1e9),
+            input_size=input_size, mode=mode, ratio=ratio,
+            target_macs=None if target_macs is None else int(target_macs * 1e9),
             importance=importance, global_pruning=global_pruning, round_to=round_to,
             before_save=None if finetune_data is None else fine_tune,
         )
+    if as_json:
+        print_json({"path": folder, "model": model, "input_size": report.input_size, "ratio": report.ratio,
+                    "importance": report.importance, "global": report.global_pruning, "round_to": report.round_to,
+                    "params_before": report.params_before, "params_after": report.params_after,
+                    "macs_before": report.macs_before, "macs_after": report.macs_after,
+                    "changed_modules": len(report.changed_modules),
+                    "not_pruned": [{"name": item.name, "reason": item.reason} for item in report.ignored]})
+        return
     console.print(
         "{} @{}: {} importance, {} ratio {:.3f}, channels rounded to {}".format(
             model, report.input_size, report.importance, "global" if report.global_pruning else "per-layer",

@@ -6,7 +6,18 @@ from typing import Any, Dict, List, Optional
 import typer
 from typing_extensions import Annotated
 
-from fgvc_edge.cli._common import InputSizeOpt, ModelArg, ThreadsOpt, console, err_console, renamed
+from fgvc_edge.cli._common import (
+    InputSizeOpt,
+    JsonOpt,
+    ModeOpt,
+    ModelArg,
+    NumClassesOpt,
+    ThreadsOpt,
+    console,
+    err_console,
+    print_json,
+    renamed,
+)
 
 DatasetOpt = Annotated[
     str,
@@ -23,6 +34,8 @@ def train_cmd(
     batch_size: Annotated[Optional[int], typer.Option("--batch-size", "-b", min=1, help="Per-process batch (default: the recipe's).")] = None,
     lr: Annotated[Optional[float], typer.Option("--lr", help="Main learning rate; the backbone keeps the recipe's ratio.")] = None,
     input_size: InputSizeOpt = None,
+    mode: ModeOpt = None,
+    num_classes: NumClassesOpt = None,
     recipe: Annotated[str, typer.Option("--recipe", help="paper (the model family's published recipe) or simple.")] = "paper",
     loss: Annotated[Optional[str], typer.Option("--loss", help="ACANet / ResNet: model (CE), focal or mc.")] = None,
     backbone_weights: Annotated[Optional[Path], typer.Option("--backbone-weights", help="Local torchvision/timm weights (.pth/.safetensors) for the backbone.")] = None,
@@ -36,25 +49,32 @@ def train_cmd(
     workers: Annotated[int, typer.Option("--workers", min=0, help="Data loader worker processes.")] = 0,
     threads: ThreadsOpt = None,
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",
+    as_json: JsonOpt = False,
 ) -> None:
     """Train MODEL on the data set in --data; metrics, curves and checkpoints go to --output."""
     from fgvc_edge.errors import UserInputError
-    from fgvc_edge.train import TrainOptions, train
+    from fgvc_edge.models.configs import variant_kwargs
 
     out = renamed(output, old_out, "--output", "--out")
-
+    variant = variant_kwargs(model, mode)  # a bad name or mode fails here, before torch loads
     if device not in ("auto", "cpu", "cuda"):
         raise UserInputError("--device must be auto, cpu or cuda, not {!r}".format(device))
+    from fgvc_edge.train import TrainOptions, train
+
     options = TrainOptions(
         model=model, data=str(data), dataset=dataset, out=str(out) if out else None, recipe=recipe, loss=loss,
-        epochs=epochs, batch_size=batch_size, lr=lr, input_size=input_size,
+        epochs=epochs, batch_size=batch_size, lr=lr, input_size=input_size, num_classes=num_classes,
         backbone_weights=_opt(backbone_weights), official_checkpoint=_opt(official_checkpoint),
         checkpoint=_opt(checkpoint), resume=resume, stop_after=stop_after, seed=seed, workers=workers, threads=threads,
-        device=device,
+        device=device, model_args=variant,
     )
     is_main = int(os.environ.get("RANK", "0")) == 0
     with RichReporter(enabled=is_main) as reporter:
         result = train(options, reporter)
+    if as_json and is_main:
+        print_json({"path": result.out, "best": result.best, "last": result.last, "epochs": len(result.history),
+                    "best_top1": result.best_top1, "history": result.history, "skipped": len(result.skipped)})
+        return
     if is_main and result.history:
         last = result.history[-1]
         console.print(

@@ -8,10 +8,9 @@ and cache key — are reproducible.
 import hashlib
 import os
 from dataclasses import dataclass
-from typing import Any, Dict, Optional, Tuple, Union
+from typing import Any, Optional, Tuple, Union
 
 from fgvc_edge.contract.sidecar import write_sidecar
-from fgvc_edge.errors import UserInputError
 
 
 @dataclass(frozen=True)
@@ -28,33 +27,20 @@ class ModelOptions:
         return tuple("--" + name.replace("_", "-") for name, value in vars(self).items() if value is not None)
 
 
-def variant_kwargs(name: str, mode: Optional[str]) -> Dict[str, str]:
-    """``create_model`` keywords for ``--mode``: the model's default variant when none is given; one-line
-    refusals for a model without variants or a mode it does not have."""
-    from fgvc_edge.models import get_model_config
-
-    config = get_model_config(name)
-    if not config.variants:
-        if mode is not None:
-            raise UserInputError("{} has no modes; drop --mode".format(name))
-        return {}
-    chosen = mode or config.default_variant
-    if chosen not in config.variants:
-        raise UserInputError("{} has modes {}, not {!r}".format(name, ", ".join(config.variants), mode))
-    return {"mode": chosen}
-
-
 def export_cached(name: str, options: ModelOptions, *, batch: Union[int, str], label: str,
                   intermediate_dir: str) -> Tuple[str, bool]:
     """(path, reused): ``name`` exported to FP32 ONNX at ``batch`` (an int or ``"dynamic"``) under
     ``intermediate_dir``, unless the same model, arguments and weights were exported already."""
+    from fgvc_edge.models.configs import get_model_config, variant_kwargs
+
+    kwargs = variant_kwargs(name, options.mode or get_model_config(name).default_variant)  # before torch loads
+
     import torch
 
     from fgvc_edge.contract.sidecar import cached_record, digest
     from fgvc_edge.export.onnx_export import DEFAULT_OPSET, EXPORT_REVISION, export_onnx
     from fgvc_edge.models import create_model
 
-    kwargs = variant_kwargs(name, options.mode)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)  # random-init builds are reproducible (and so cacheable)
         model = create_model(name, num_classes=options.num_classes, checkpoint=options.checkpoint,

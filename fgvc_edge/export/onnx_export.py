@@ -17,7 +17,7 @@ from torch import nn
 
 from fgvc_edge._io import atomic_path, sha256_file
 from fgvc_edge._version import __version__
-from fgvc_edge.errors import FgvcError, UserInputError, require
+from fgvc_edge.errors import FgvcError, UserInputError, library_stage, require
 from fgvc_edge.contract.sidecar import METADATA_KEY, SCHEMA_VERSION, write_sidecar
 from fgvc_edge.export.naming import artifact_path, batch_label, checkpoint_sha256, refuse_other_source
 
@@ -189,7 +189,8 @@ def export_onnx(
         proto = onnx.load(tmp)
         if simplify:
             proto = _simplify(proto)
-        onnx.checker.check_model(proto, full_check=True)
+        with library_stage("onnx.checker"):
+            onnx.checker.check_model(proto, full_check=True)
         record = model_record(model, source=source)
         record.update(
             {
@@ -226,7 +227,7 @@ def _torch_export(model: nn.Module, dummy: torch.Tensor, path: str, *, batch: Ba
     dynamic_axes = {"input": {0: "batch"}, "logits": {0: "batch"}} if batch == "dynamic" else None
     with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
         warnings.simplefilter("ignore")
-        try:
+        with library_stage("ONNX export of {} (torch.onnx)".format(model.config.name)):
             torch.onnx.export(
                 model,
                 (dummy,),
@@ -238,13 +239,12 @@ def _torch_export(model: nn.Module, dummy: torch.Tensor, path: str, *, batch: Ba
                 do_constant_folding=True,
                 dynamo=False,
             )
-        except Exception as exc:
-            raise FgvcError("ONNX export of {} failed: {}".format(model.config.name, str(exc).splitlines()[0])) from exc
 
 
 def _simplify(proto: Any) -> Any:
     onnxsim = require("onnxsim", "toolkit")
-    simplified, ok = onnxsim.simplify(proto)
+    with library_stage("onnxsim"):
+        simplified, ok = onnxsim.simplify(proto)
     if not ok:
         raise FgvcError("onnxsim could not validate the simplified graph; retry with --no-simplify")
     return simplified
@@ -268,11 +268,12 @@ def _check_parity(model: nn.Module, proto: Any, *, batch: Batch, size: int, samp
     # decision, graph logits), which judges the decision itself (see fgvc_edge.models.cmal).
     hook = getattr(model, "onnx_parity_probe", None)
     probe = hook(proto) if hook is not None else None
-    session = ort.InferenceSession(
-        probe.model_bytes if probe is not None else proto.SerializeToString(),
-        sess_options=session_options(),
-        providers=["CPUExecutionProvider"],
-    )
+    with library_stage("ONNX Runtime session for the parity check"):
+        session = ort.InferenceSession(
+            probe.model_bytes if probe is not None else proto.SerializeToString(),
+            sess_options=session_options(),
+            providers=["CPUExecutionProvider"],
+        )
     generator = torch.Generator().manual_seed(seed)
     # A dynamic graph is checked at two batch sizes, so the batch axis really is free.
     batches: List[int] = [1, 3] if batch == "dynamic" else [int(batch)] * samples
@@ -286,5 +287,6 @@ def _check_parity(model: nn.Module, proto: Any, *, batch: Batch, size: int, samp
             continue
         with torch.inference_mode():
             references.append(model(x).float().numpy())
-        candidates.append(session.run(["logits"], {"input": x.numpy()})[0])
+        with library_stage("ONNX Runtime parity check"):
+            candidates.append(session.run(["logits"], {"input": x.numpy()})[0])
     return compare_logits(np.concatenate(references), np.concatenate(candidates))

@@ -21,7 +21,7 @@ The class count is read from ``classifier_concat.4.weight``. The official networ
 a checkpoint of the same layout on ResNet-18 blocks loads into ``cmal_resnet18``.
 """
 import re
-from typing import Callable, Dict, List, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
 import torch
 
@@ -72,7 +72,8 @@ def convert_official_state_dict(state: Mapping[str, torch.Tensor], where: str) -
     return rename_official_keys(state, our_key, "{} is not an official CMAL-Net checkpoint".format(where))
 
 
-def load_official_checkpoint(model_name: str, path: str, *, num_classes: Optional[int] = None) -> torch.nn.Module:
+def load_official_checkpoint(model_name: str, path: str, *, num_classes: Optional[int] = None,
+                             input_size: Optional[int] = None, **model_args: Any) -> torch.nn.Module:
     """An official ``model.pth`` (whole-module pickle or state dict) as our model, eval mode, default mode."""
     from fgvc_edge.checkpoint import load_state_strict
     from fgvc_edge.models import create_model
@@ -86,6 +87,6 @@ def load_official_checkpoint(model_name: str, path: str, *, num_classes: Optiona
         )
     if num_classes is not None and num_classes != head.shape[0]:
         raise UserInputError("{} has {} classes; --num-classes {} disagrees".format(path, head.shape[0], num_classes))
-    model = create_model(model_name, num_classes=int(head.shape[0]))
+    model = create_model(model_name, num_classes=int(head.shape[0]), input_size=input_size, **model_args)
     load_state_strict(model, state, path)
     return model.eval()

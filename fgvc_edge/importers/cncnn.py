@@ -97,6 +97,8 @@ def load_official_state_dict(
     *,
     num_classes: Optional[int] = None,
     where: str = "state dict",
+    input_size: Optional[int] = None,
+    **model_args: Any,
 ) -> Any:
     """Our model (eval mode, from ``create_model``) holding the official tensors."""
     from fgvc_edge.checkpoint import load_state_strict
@@ -106,12 +108,13 @@ def load_official_state_dict(
     found, kwargs = official_model_args(state)
     if num_classes is not None and num_classes != found:
         raise UserInputError("{} has {} classes; --num-classes {} disagrees".format(where, found, num_classes))
-    model = create_model(model_name, num_classes=found, **kwargs)
+    model = create_model(model_name, num_classes=found, input_size=input_size, **kwargs, **model_args)
     load_state_strict(model, converted, where)
     return model.eval()
 
 
-def load_official_checkpoint(model_name: str, path: str, *, num_classes: Optional[int] = None) -> Any:
+def load_official_checkpoint(model_name: str, path: str, *, num_classes: Optional[int] = None,
+                             input_size: Optional[int] = None, **model_args: Any) -> Any:
     """An official ``model_best.pth`` / ``model_final.pth`` (tensors only) as our model (the
     ``fgvc_edge.importers`` importer signature)."""
     try:
@@ -123,4 +126,5 @@ def load_official_checkpoint(model_name: str, path: str, *, num_classes: Optiona
         raise UserInputError("cannot read {} as a state dict: {}".format(path, reason)) from None
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise UserInputError("{} is not a plain state dict of tensors".format(path))
-    return load_official_state_dict(state, model_name, num_classes=num_classes, where=path)
+    return load_official_state_dict(state, model_name, num_classes=num_classes, where=path, input_size=input_size,
+                                    **model_args)

@@ -1,82 +1,22 @@
-"""Model zoo: registry, configs, and ``create_model`` (toolkit; needs torch)."""
-import logging
-from dataclasses import replace
-from typing import Any, Dict, Optional
+"""Model zoo: the configs (data, torch-free) and the registry; ``create_model`` and the model classes need torch.
 
-from fgvc_edge.errors import UserInputError, require
+``list_models`` / ``get_model_config`` import no deep-learning library, so listing models and refusing a bad
+name are instant; ``create_model`` and ``FgvcModel`` load torch on first use (PEP 562 module ``__getattr__``).
+"""
+import importlib
+from typing import Any
 
-require("torch", "toolkit")
-
-from fgvc_edge.checkpoint import load_state_strict, read_checkpoint  # noqa: E402
-from fgvc_edge.models._registry import (  # noqa: E402
-    ModelConfig,
-    get_builder,
-    get_model_config,
-    list_models,
-    register_model,
-)
-from fgvc_edge.models.base import FgvcModel  # noqa: E402
-from fgvc_edge.structure import apply_structure  # noqa: E402
-from fgvc_edge.contract.preprocess import Preprocess  # noqa: E402
+from fgvc_edge.errors import require
+from fgvc_edge.models._registry import register_model
+from fgvc_edge.models.configs import ModelConfig, get_model_config, list_models
 
 __all__ = ["FgvcModel", "ModelConfig", "create_model", "get_model_config", "list_models", "register_model"]
 
-log = logging.getLogger(__name__)
+_NEEDS_TORCH = {"create_model": "fgvc_edge.models.factory", "FgvcModel": "fgvc_edge.models.base"}
 
 
-def create_model(
-    name: str,
-    *,
-    num_classes: Optional[int] = None,
-    checkpoint: Optional[str] = None,
-    input_size: Optional[int] = None,
-    **kwargs: Any,
-) -> FgvcModel:
-    """Build a registered model (random init) or restore it from an fgvc-edge checkpoint.
-
-    With ``checkpoint``, the record's constructor arguments and class count are used, overridden by
-    explicit arguments only where they agree with the stored tensors.
-    """
-    record = state = None
-    if checkpoint is not None:
-        record, state = read_checkpoint(checkpoint)
-        if record["model"] != name:
-            raise UserInputError("{} holds {!r}, not {!r}".format(checkpoint, record["model"], name))
-        if num_classes is not None and num_classes != record["num_classes"]:
-            raise UserInputError(
-                "{} has {} classes; --num-classes {} disagrees".format(checkpoint, record["num_classes"], num_classes)
-            )
-        num_classes = record["num_classes"]
-        kwargs = {**record.get("model_args", {}), **kwargs}
-        if input_size is None:
-            input_size = record.get("input_size")
-    config = get_model_config(name)
-    if num_classes is not None and num_classes < 1:
-        raise UserInputError("num_classes must be >= 1, got {}".format(num_classes))
-    if input_size is not None and input_size < config.min_input_size:
-        raise UserInputError("{} needs an input size >= {}, got {}".format(name, config.min_input_size, input_size))
-    config = config.with_overrides(num_classes=num_classes, input_size=input_size)
-    try:
-        model = get_builder(name)(num_classes=config.num_classes, **kwargs)
-    except TypeError as exc:
-        raise UserInputError("bad arguments for {}: {}".format(name, exc)) from None
-    model.config = config
-    model.model_args = dict(kwargs)
-    if record is not None:
-        if record.get("preprocess"):
-            # The checkpoint's recipe (resize mode, interpolation, mean/std) at the size being built: every
-            # artifact's sidecar must describe the graph it sits beside.
-            recipe = Preprocess.from_dict(record["preprocess"]).for_input_size(config.input_size)
-            model.config = replace(model.config, preprocess=recipe)
-        _note_size_change(checkpoint, record, config.input_size)
-        apply_structure(model, record.get("structure", {}), state)
-        load_state_strict(model, state, checkpoint)
-        model.class_names = record.get("class_names")
-    return model.eval()
-
-
-def _note_size_change(checkpoint: str, record: Dict[str, Any], size: int) -> None:
-    trained = record.get("input_size")
-    if trained and trained != size:
-        log.warning("%s was trained at %d px and is built at %d px: its accuracy may change at this size",
-                    checkpoint, trained, size)
+def __getattr__(name: str) -> Any:
+    if name not in _NEEDS_TORCH:
+        raise AttributeError("module {!r} has no attribute {!r}".format(__name__, name))
+    require("torch", "toolkit")
+    return getattr(importlib.import_module(_NEEDS_TORCH[name]), name)

@@ -1,79 +1,42 @@
-"""Model registry (torchvision's/timm's habit): small builders registered with their config as data."""
-import difflib
-from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Dict, List, Optional, Tuple
+"""Model registry (torchvision's/timm's habit): small builders, registered by name against their config.
 
-from fgvc_edge.errors import UserInputError
-from fgvc_edge.contract.preprocess import Preprocess
+The configs are data (:mod:`fgvc_edge.models.configs`, torch-free); the builders live in the model files,
+imported on the first request for one.
+"""
+from typing import Any, Callable, Dict
 
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """What a model is, as data: defaults, preprocessing, where it comes from, what the paper reports."""
-
-    name: str
-    input_size: int
-    num_classes: int
-    preprocess: Preprocess
-    paper: str
-    source: str
-    # Inference variants (CMAL-Net's `raw` / `raw+aoval`); the first one is the deployment default.
-    variants: Tuple[str, ...] = ()
-    # Ids of rows in fgvc_edge/data/paper_figures.json that this model is compared against.
-    paper_rows: Tuple[str, ...] = ()
-    # True when an image's output depends on the other images of its batch (RBI).
-    batch_dependent: bool = False
-    # Smallest square input every block accepts (tests use it).
-    min_input_size: int = 32
-    extra: Dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def default_variant(self) -> Optional[str]:
-        return self.variants[0] if self.variants else None
-
-    def with_overrides(self, *, num_classes: Optional[int] = None, input_size: Optional[int] = None) -> "ModelConfig":
-        cfg = self
-        if num_classes is not None:
-            cfg = replace(cfg, num_classes=num_classes)
-        if input_size is not None:
-            cfg = replace(cfg, input_size=input_size, preprocess=cfg.preprocess.for_input_size(input_size))
-        return cfg
-
+from fgvc_edge.errors import FgvcError
+from fgvc_edge.models.configs import get_model_config
 
 Builder = Callable[..., Any]
 _BUILDERS: Dict[str, Builder] = {}
-_CONFIGS: Dict[str, ModelConfig] = {}
 
 
-def register_model(config: ModelConfig) -> Callable[[Builder], Builder]:
-    """Register ``fn`` under ``config.name``; a duplicate name is an error (torchvision's rule)."""
+def register_model(name: str) -> Callable[[Builder], Builder]:
+    """Register ``fn`` as the builder of ``name``, which must have a config; a duplicate name is an error
+    (torchvision's rule)."""
 
     def decorator(fn: Builder) -> Builder:
-        if config.name in _BUILDERS:
-            raise ValueError("model {!r} is registered twice".format(config.name))
-        _BUILDERS[config.name] = fn
-        _CONFIGS[config.name] = config
+        get_model_config(name)
+        if name in _BUILDERS:
+            raise ValueError("model {!r} is registered twice".format(name))
+        _BUILDERS[name] = fn
         return fn
 
     return decorator
 
 
-def list_models() -> List[str]:
+def registered_builders() -> Dict[str, Builder]:
+    """Every builder, by name (imports the model files)."""
     _load_model_modules()
-    return sorted(_BUILDERS)
-
-
-def get_model_config(name: str) -> ModelConfig:
-    _load_model_modules()
-    if name not in _CONFIGS:
-        close = difflib.get_close_matches(name, list(_CONFIGS), n=3, cutoff=0.5)
-        hint = "; did you mean {}?".format(", ".join(close)) if close else "; see `fgvc-edge models`"
-        raise UserInputError("unknown model {!r}{}".format(name, hint))
-    return _CONFIGS[name]
+    return dict(_BUILDERS)
 
 
 def get_builder(name: str) -> Builder:
     get_model_config(name)
+    _load_model_modules()
+    if name not in _BUILDERS:
+        raise FgvcError("model {!r} has a config but no builder; register one with @register_model".format(name))
     return _BUILDERS[name]
 
 

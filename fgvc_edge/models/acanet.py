@@ -61,9 +61,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from fgvc_edge.errors import UserInputError
-from fgvc_edge.models._registry import ModelConfig, register_model
+from fgvc_edge.models._registry import register_model
 from fgvc_edge.models.base import HEAD, FgvcModel, TracingSurrogate
-from fgvc_edge.contract.preprocess import Preprocess
 
 SHORTCUTS = ("conv2x2", "conv1x1")
 
@@ -430,35 +429,18 @@ def _fcsa_boundary(module: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
     return lambda x: module.q(x) + module.k(x) + module.v(x)
 
 
-def _cfg(name: str, backbone: str) -> ModelConfig:
-    return ModelConfig(
-        name=name,
-        input_size=224,
-        num_classes=200,
-        preprocess=Preprocess(resize_size=256, crop_size=224, resize_mode="shorter_side"),
-        paper="Tan & Xu, ACANet: A Fine-grained Image Classification Optimization Method Based on "
-        "Convolution and Attention Fusion, 2023",
-        source="ours (no official code); ACCB after DingXiaoH/ACNet, FCSA after LeapLabTHU/ACmix; {} layout".format(
-            backbone
-        ),
-        # Layer4 must be at least 2×2 (input 64): on a 1×1 map the window softmax is constant and the
-        # positional projection gets no gradient.
-        min_input_size=64,
-    )
-
-
 def _create_acanet(block: Block, layers: List[int], num_classes: int, **switches: Any) -> ACANet:
     return ACANet(block, layers, num_classes, **switches)
 
 
-@register_model(_cfg("acanet_resnet18", "ResNet-18 (the paper's backbone)"))
+@register_model("acanet_resnet18")
 def acanet_resnet18(
     *, num_classes: int = 200, accb: bool = True, fcsa: bool = True, shortcut: str = "conv2x2"
 ) -> ACANet:
     return _create_acanet(AcaBasicBlock, [2, 2, 2, 2], num_classes, accb=accb, fcsa=fcsa, shortcut=shortcut)
 
 
-@register_model(_cfg("acanet_resnet50", "ResNet-50 bottleneck"))
+@register_model("acanet_resnet50")
 def acanet_resnet50(
     *, num_classes: int = 200, accb: bool = True, fcsa: bool = True, shortcut: str = "conv2x2"
 ) -> ACANet:

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fgvc_edge.models._registry import ModelConfig
+from fgvc_edge.models.configs import ModelConfig
 
 HEAD = "classifier head: the class outputs are never pruned"
 

@@ -52,10 +52,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from fgvc_edge.errors import UserInputError
-from fgvc_edge.models._registry import ModelConfig, register_model
+from fgvc_edge.models._registry import register_model
 from fgvc_edge.models.base import HEAD, FgvcModel
 from fgvc_edge.models.layers import ResNetTrunk
-from fgvc_edge.contract.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess
 
 CARE_WIDTH = 256  # C, inferred from Table 2's 25.0M (see the module docstring)
 GUIDANCE_SCALE = 0.2  # λ of eq. (3), §3.B
@@ -197,19 +196,6 @@ class CareNet(FgvcModel):
         return sum(p.numel() for p in self.parameters()) - branch
 
 
-def _cfg(name: str, paper_rows: tuple) -> ModelConfig:
-    return ModelConfig(
-        name=name,
-        input_size=224,
-        num_classes=200,
-        preprocess=Preprocess(resize_size=256, crop_size=224, mean=IMAGENET_MEAN, std=IMAGENET_STD),
-        paper="Yao & Chen, CARE-Net: Fine-Grained Image Classification via Cross-Layer Semantic Recalibration",
-        source="own implementation of the paper's §3 equations (1)-(9); no official code",
-        paper_rows=paper_rows,
-        min_input_size=32,
-    )
-
-
 def _create_care(depth: str, *, num_classes: int = 200, width: int = CARE_WIDTH, **kwargs: Any) -> CareNet:
     if width < 1:
         raise UserInputError("CARE-Net width must be >= 1, got {}".format(width))
@@ -218,11 +204,11 @@ def _create_care(depth: str, *, num_classes: int = 200, width: int = CARE_WIDTH,
     return CareNet(depth, num_classes=num_classes, width=width, **kwargs)
 
 
-@register_model(_cfg("care_resnet50", ("care_table2/care_resnet50",)))
+@register_model("care_resnet50")
 def care_resnet50(**kwargs: Any) -> CareNet:
     return _create_care("resnet50", **kwargs)
 
 
-@register_model(_cfg("care_resnet18", ()))
+@register_model("care_resnet18")
 def care_resnet18(**kwargs: Any) -> CareNet:
     return _create_care("resnet18", **kwargs)

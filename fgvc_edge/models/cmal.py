@@ -55,12 +55,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from fgvc_edge.errors import FgvcError, UserInputError, require
-from fgvc_edge.models._registry import ModelConfig, register_model
+from fgvc_edge.models._registry import register_model
+from fgvc_edge.models.configs import CMAL_MODES
 from fgvc_edge.models.base import FgvcModel
 from fgvc_edge.models.layers import ResNetTrunk
-from fgvc_edge.contract.preprocess import Preprocess
 
-MODES = ("raw+aoval", "raw")
+MODES = CMAL_MODES  # the config's variants; the first is the deployment default
 BLOCK_HIDDEN = 512  # C_v/2: the 1×1 conv's width (eq. (3); official conv_block*.0)
 BLOCK_WIDTH = 1024  # C_v: the descriptor length (eq. (2); official conv_block*.1)
 HEAD_HIDDEN = 512  # official classifier*.1: Linear(→512)
@@ -354,24 +354,6 @@ def boxes_agree(
     return equal | (near & on_threshold)
 
 
-def _cfg(name: str, paper_rows: Tuple[str, ...]) -> ModelConfig:
-    return ModelConfig(
-        name=name,
-        input_size=448,
-        num_classes=100,  # FGVC-Aircraft, the Table 9 setting
-        preprocess=Preprocess(
-            resize_size=550, crop_size=448, resize_mode="exact", mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)
-        ),
-        paper="Liu et al., Learn from Each Other to Classify Better: Cross-layer Mutual Attention Learning "
-        "for Fine-grained Visual Classification, Pattern Recognition 140 (2023)",
-        source="our code after github.com/Dichao-Liu/CMAL (structure, CAM and region procedure)",
-        variants=MODES,
-        paper_rows=paper_rows,
-        # 64 px: layer4 is 2×2, so every expert still has a spatial map to threshold.
-        min_input_size=64,
-    )
-
-
 def _create_cmal(
     depth: str,
     *,
@@ -383,11 +365,11 @@ def _create_cmal(
     return CmalNet(depth, num_classes, mode=mode, activation=activation, threshold=threshold)
 
 
-@register_model(_cfg("cmal_resnet50", ("cmal_table9/cmal_resnet50_raw", "cmal_table9/cmal_resnet50_raw_aoval")))
+@register_model("cmal_resnet50")
 def cmal_resnet50(**kwargs: Any) -> CmalNet:
     return _create_cmal("resnet50", **kwargs)
 
 
-@register_model(_cfg("cmal_resnet18", ()))
+@register_model("cmal_resnet18")
 def cmal_resnet18(**kwargs: Any) -> CmalNet:
     return _create_cmal("resnet18", **kwargs)

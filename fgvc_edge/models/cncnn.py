@@ -60,11 +60,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from fgvc_edge.errors import UserInputError
-from fgvc_edge.models._registry import ModelConfig, register_model
+from fgvc_edge.models._registry import register_model
 from fgvc_edge.models.base import HEAD, FgvcModel, TracingSurrogate
 from fgvc_edge.structure import register_swap
 from fgvc_edge.models.layers import ResNetTrunk
-from fgvc_edge.contract.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess
 
 PYRAMID_WIDTH = 256  # official ``feature_size`` / ConvLSTM hidden size
 CHANNEL_REDUCTION = 16  # channel mask 256 → 16 → 256 (official ``ChannelGate``)
@@ -319,24 +318,6 @@ def _create_cncnn(
     )
 
 
-def _cfg(name: str) -> ModelConfig:
-    return ModelConfig(
-        name=name,
-        input_size=448,
-        num_classes=200,
-        # Official configs/config_birds.yaml + train.py: Resize((600, 600)) → CenterCrop(448), ImageNet stats.
-        preprocess=Preprocess(
-            resize_size=600, crop_size=448, resize_mode="exact", interpolation="bilinear",
-            mean=IMAGENET_MEAN, std=IMAGENET_STD,
-        ),
-        paper="Guo et al., Cross-layer Navigation Convolutional Neural Network for Fine-grained Visual "
-        "Classification, arXiv:2106.10920",
-        source="own code after the paper's §2 and github.com/PRIS-CV/CN-CNN (MIT) model/resnet50.py; "
-        "ConvLSTM over the levels (paper), not over the batch (official code)",
-        min_input_size=32,
-    )
-
-
-@register_model(_cfg("cncnn_resnet50"))
+@register_model("cncnn_resnet50")
 def cncnn_resnet50(**kwargs: Any) -> CNCNN:
     return _create_cncnn("resnet50", **kwargs)

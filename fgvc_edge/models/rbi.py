@@ -56,10 +56,10 @@ from torchvision.models.swin_transformer import PatchMerging, ShiftedWindowAtten
 from torchvision.ops import StochasticDepth
 
 from fgvc_edge.errors import UserInputError
-from fgvc_edge.models._registry import ModelConfig, register_model
+from fgvc_edge.models._registry import register_model
 from fgvc_edge.models.base import HEAD, FgvcModel, TracingSurrogate
 from fgvc_edge.models.swin import ModuleWindowAttention
-from fgvc_edge.contract.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess
+from fgvc_edge.contract.preprocess import IMAGENET_MEAN, IMAGENET_STD
 
 EMBED_DIM = 1024  # "The dimension of the embedding of the encoder network is set to 1024."
 PSNR_EPS = 1.0 / 255.0
@@ -189,46 +189,31 @@ def _create_rbi(
     return RBIClassifier(trunk, num_classes, embed_dim=embed_dim, psnr_eps=psnr_eps)
 
 
-def _cfg(backbone: str, paper_rows: tuple = ()) -> ModelConfig:
-    return ModelConfig(
-        name="rbi_" + backbone,
-        input_size=224,
-        num_classes=120,  # Stanford Dogs, the dataset of the paper's parameter figures
-        preprocess=Preprocess(resize_size=256, crop_size=224, mean=IMAGENET_MEAN, std=IMAGENET_STD),
-        paper="Le et al., Enhancing Fine-grained Image Classification through Attentive Batch Training, "
-        "arXiv 2412.19606",
-        source="our implementation of eqs. 1-13 (no official code); backbone torchvision.models.{}".format(backbone),
-        paper_rows=paper_rows,
-        batch_dependent=True,
-        min_input_size=32,
-    )
-
-
-@register_model(_cfg("densenet121"))
+@register_model("rbi_densenet121")
 def rbi_densenet121(**kwargs: Any) -> RBIClassifier:
     return _create_rbi("densenet121", **kwargs)
 
 
-@register_model(_cfg("mobilenet_v3_large"))
+@register_model("rbi_mobilenet_v3_large")
 def rbi_mobilenet_v3_large(**kwargs: Any) -> RBIClassifier:
     return _create_rbi("mobilenet_v3_large", **kwargs)
 
 
-@register_model(_cfg("convnext_tiny"))
+@register_model("rbi_convnext_tiny")
 def rbi_convnext_tiny(**kwargs: Any) -> RBIClassifier:
     return _create_rbi("convnext_tiny", **kwargs)
 
 
-@register_model(_cfg("swin_t"))
+@register_model("rbi_swin_t")
 def rbi_swin_t(**kwargs: Any) -> RBIClassifier:
     return _create_rbi("swin_t", **kwargs)
 
 
-@register_model(_cfg("swin_s", ("rbi_text/rbi_swin_s",)))
+@register_model("rbi_swin_s")
 def rbi_swin_s(**kwargs: Any) -> RBIClassifier:
     return _create_rbi("swin_s", **kwargs)
 
 
-@register_model(_cfg("convnext_base", ("rbi_text/rbi_convnext_base",)))
+@register_model("rbi_convnext_base")
 def rbi_convnext_base(**kwargs: Any) -> RBIClassifier:
     return _create_rbi("convnext_base", **kwargs)

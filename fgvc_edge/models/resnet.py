@@ -8,38 +8,23 @@ from typing import Any, Type, Union
 
 from torchvision.models.resnet import BasicBlock, Bottleneck, ResNet
 
-from fgvc_edge.models._registry import ModelConfig, register_model
+from fgvc_edge.models._registry import register_model
 from fgvc_edge.models.base import FgvcModel
-from fgvc_edge.contract.preprocess import Preprocess
-
-_TORCHVISION_SOURCE = "torchvision.models.resnet (He et al., CVPR 2016), head resized to num_classes"
 
 
 class ResNetClassifier(FgvcModel, ResNet):
     """torchvision ResNet; eval and train forward both return logits."""
 
 
-def _cfg(name: str, paper_rows: tuple) -> ModelConfig:
-    return ModelConfig(
-        name=name,
-        input_size=224,
-        num_classes=200,
-        preprocess=Preprocess(resize_size=256, crop_size=224, resize_mode="shorter_side"),
-        paper="He et al., Deep Residual Learning for Image Recognition, CVPR 2016",
-        source=_TORCHVISION_SOURCE,
-        paper_rows=paper_rows,
-    )
-
-
 def _create_resnet(block: Type[Union[BasicBlock, Bottleneck]], layers: list, **kwargs: Any) -> ResNetClassifier:
     return ResNetClassifier(block, layers, **kwargs)
 
 
-@register_model(_cfg("resnet18", ("care_table2/resnet18",)))
+@register_model("resnet18")
 def resnet18(**kwargs: Any) -> ResNetClassifier:
     return _create_resnet(BasicBlock, [2, 2, 2, 2], **kwargs)
 
 
-@register_model(_cfg("resnet50", ("cmal_table9/resnet50", "care_table2/resnet50")))
+@register_model("resnet50")
 def resnet50(**kwargs: Any) -> ResNetClassifier:
     return _create_resnet(Bottleneck, [3, 4, 6, 3], **kwargs)

@@ -35,7 +35,7 @@ import numpy as np
 from fgvc_edge._io import atomic_path, sha256_file
 from fgvc_edge.caches import CALIBRATION_CACHE_DIR
 from fgvc_edge.contract.sidecar import cached_record, digest
-from fgvc_edge.errors import UserInputError, require
+from fgvc_edge.errors import UserInputError, library_stage, require
 from fgvc_edge.precision._artifact import (
     TypedOnnx,
     compare_outputs,
@@ -46,6 +46,7 @@ from fgvc_edge.precision._artifact import (
     source_record,
 )
 from fgvc_edge.precision.data import ImageStream, SyntheticImages, select_images
+from fgvc_edge.precision.graph import remove_dead_nodes, unshare_initializers
 from fgvc_edge.contract.preprocess import ImageLike
 
 TARGETS = ("tensorrt", "onnxruntime")
@@ -65,8 +66,9 @@ class CalibrationResult(TypedOnnx):
     cache_path: str = ""
 
 
-# Bumped when float_nodes() changes, so cached INT8 models quantized under older rules are not reused.
-FLOAT_RULES_REVISION = 2
+# Bumped when float_nodes() or the graph preparation changes, so cached INT8 models quantized under older
+# rules are not reused.
+FLOAT_RULES_REVISION = 3
 
 
 def quantizer_settings(target: str, method: str) -> Dict[str, Any]:
@@ -203,11 +205,17 @@ def _quantize(
     options["op_types_to_quantize"] = quantized_op_types(proto, options["nodes_to_exclude"])
     with tempfile.TemporaryDirectory(prefix="fgvc-calib-") as tmp:
         quantized = os.path.join(tmp, "int8.onnx")
+        prepared = unshared_for_int8(proto, options["nodes_to_exclude"], options["op_types_to_quantize"])
         # ORT's histogram collector prints to stdout and its quantizer logs a pre-processing hint on the root
         # logger (our graphs are already onnxsim-simplified with BatchNorm folded); the CLI draws its own bar.
-        with contextlib.redirect_stdout(io.StringIO()), _root_warnings_muted():
-            quant.quantize_static(onnx_path, quantized, stream, **options)
+        stage = library_stage("INT8 quantization (onnxruntime.quantization)")
+        with contextlib.redirect_stdout(io.StringIO()), _root_warnings_muted(), stage:
+            quant.quantize_static(prepared, quantized, stream, **options)
         result = load_onnx(quantized)
+        # The quantizer folds some constants into its Q/DQ parameters and leaves their Constant nodes behind.
+        with library_stage("dead-node cleanup (onnx.utils.Extractor)"):
+            remove_dead_nodes(result)
+        require("onnx", "toolkit").save(result, quantized)
         if quantization["target"] == "tensorrt":
             check_tensorrt_qdq(result, where="the quantized graph")
         check = check_against_fp32(onnx_path, quantized, stream, CHECK_IMAGES)
@@ -246,6 +254,20 @@ def _root_warnings_muted() -> Iterator[None]:
         root.setLevel(level)
 
 
+def unshared_for_int8(proto: Any, excluded: Sequence[str], op_types: Sequence[str]) -> Any:
+    """A copy of ``proto`` where float nodes never read an initializer a quantized node reads.
+
+    The quantizer replaces a quantized weight by its DequantizeLinear output for every reader, so CMAL-Net's
+    CAM (float by ``float_nodes``) would multiply the dequantized INT8 head weights: give it its own float
+    copy, and TensorRT sees one meaning per weight."""
+    onnx = require("onnx", "toolkit")
+    floating, quantized = set(excluded), set(op_types)
+    prepared = onnx.ModelProto()
+    prepared.CopyFrom(proto)
+    unshare_initializers(prepared, lambda node: node.op_type in quantized and node.name not in floating)
+    return prepared
+
+
 def quantized_op_types(proto: Any, excluded: Sequence[str]) -> List[str]:
     """ORT's default op types, narrowed to those of nodes that are not excluded: the same quantization, but
     the calibrator no longer collects ranges of tensors only float nodes touch (ACANet: ~1,600 per model)."""
@@ -262,7 +284,10 @@ def float_nodes(proto: Any, scopes: Sequence[str] = ()) -> List[str]:
     - MatMul/Gather reading a weight that another node also reads (CMAL-Net builds its CAM from its heads'
       Linear weights, ``W4[argmax]·W1``; the heads' own Gemms stay quantized);
     - every node but a Conv under one of ``scopes`` (the export record's ``int8_float_scopes``: modules such
-      as ACANet's FCSA whose attention is hundreds of small elementwise ops).
+      as ACANet's FCSA whose attention is hundreds of small elementwise ops);
+    - what is computed from those products up to the next weighted layer (CMAL-Net's map → threshold → box
+      → crop grid: pixel coordinates, where INT8 steps of ~0.5 px move the crop), and the view ops
+      (Reshape, Transpose, …) that feed only float nodes, which would otherwise hand them a DequantizeLinear.
 
     With ``per_channel`` ORT quantizes such operands per channel as if they were plain weights, which gives
     invalid graphs (per-axis scales on a gathered row); and these values decide crop boxes, where INT8
@@ -285,7 +310,50 @@ def float_nodes(proto: Any, scopes: Sequence[str] = ()) -> List[str]:
         shared = node.op_type != "Gemm" and any(readers.get(name, 0) > 1 for name in node.input if name in constants)
         if computed or shared:
             chosen.append(node.name)
-    return chosen
+    products = set(chosen) - {n.name for n in proto.graph.node if any(n.name.startswith(s) for s in scopes)}
+    chosen += [name for name in _derived_from(proto, products, constants) if name not in chosen]
+    return chosen + [name for name in _float_views(proto, set(chosen)) if name not in chosen]
+
+
+# Ops that carry learned weights: a float region ends where its values enter one (CMAL-Net's crop enters the
+# backbone's first Conv, which quantizes it as any image).
+WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+
+
+# Ops that only move or reshape data: a quantized one between a tensor and a float node would hand the float
+# node a DequantizeLinear output (CMAL-Net's CAM reads its expert map through a Reshape).
+VIEW_OPS = ("Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze")
+
+
+def _float_views(proto: Any, floating: set) -> List[str]:
+    """View ops whose every reader is float (transitively), in graph order."""
+    readers: Dict[str, List[str]] = {}
+    for node in proto.graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node.name)
+    outputs = {out.name for out in proto.graph.output}
+    views: set = set()
+    for node in reversed(proto.graph.node):
+        users = [user for out in node.output for user in readers.get(out, [])]
+        if (node.name and node.op_type in VIEW_OPS and users and not outputs.intersection(node.output)
+                and all(user in floating or user in views for user in users)):
+            views.add(node.name)
+    return [node.name for node in proto.graph.node if node.name in views]
+
+
+def _derived_from(proto: Any, sources: set, constants: set) -> List[str]:
+    """Nodes computed from the outputs of ``sources`` up to (not into) the next weighted layer, in graph order."""
+    region: set = set()
+    tainted = {out for node in proto.graph.node if node.name in sources for out in node.output}
+    for node in proto.graph.node:
+        if node.name in sources or not tainted.intersection(node.input):
+            continue
+        weighted = node.op_type in WEIGHTED_OPS and len(node.input) > 1 and node.input[1] in constants
+        if weighted or not node.name:
+            continue
+        region.add(node.name)
+        tainted.update(node.output)
+    return [node.name for node in proto.graph.node if node.name in region]
 
 
 def _ort_version() -> str:
@@ -319,18 +387,19 @@ def check_against_fp32(fp32_path: str, int8_path: str, stream: ImageStream, coun
     ort = require("onnxruntime", "onnxruntime")
     from fgvc_edge.runtime.onnx_runner import session_options
 
-    sessions = [
-        ort.InferenceSession(p, sess_options=session_options(), providers=["CPUExecutionProvider"])
-        for p in (fp32_path, int8_path)
-    ]
-    stream.on_batch = None
-    stream.set_range(0, min(count, len(stream)))
-    references, candidates = [], []
-    feed = stream.get_next()
-    while feed is not None:
-        references.append(sessions[0].run(None, feed)[0])
-        candidates.append(sessions[1].run(None, feed)[0])
+    with library_stage("ONNX Runtime on the INT8 graph"):
+        sessions = [
+            ort.InferenceSession(p, sess_options=session_options(), providers=["CPUExecutionProvider"])
+            for p in (fp32_path, int8_path)
+        ]
+        stream.on_batch = None
+        stream.set_range(0, min(count, len(stream)))
+        references, candidates = [], []
         feed = stream.get_next()
+        while feed is not None:
+            references.append(sessions[0].run(None, feed)[0])
+            candidates.append(sessions[1].run(None, feed)[0])
+            feed = stream.get_next()
     return compare_outputs(np.concatenate(references), np.concatenate(candidates))
 
 

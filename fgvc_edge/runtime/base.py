@@ -3,7 +3,8 @@
 ``infer(batch) -> logits`` takes a preprocessed NCHW float32 array (or ``{"input": array}``);
 ``predict(images, topk)`` takes paths, PIL images or HWC arrays and returns, per image, a list of
 ``Prediction(index, label, prob)``. Fixed-batch artifacts are fed in chunks of their batch; a model whose
-output depends on the batch (RBI) refuses any other batch instead of being padded silently.
+output depends on the batch (RBI) runs image by image at batch 1 and, built for a larger batch, refuses any
+other count instead of being padded silently.
 Valid on Python 3.8.
 """
 import os
@@ -79,11 +80,13 @@ class Runner:
         fixed = self.fixed_batch
         if fixed is None or array.shape[0] == fixed:
             return self._run(array)
-        if self.batch_dependent:
+        if self.batch_dependent and fixed > 1:
+            # Only here does chunking change results; at batch 1 every image is its own batch (RBI's
+            # attention then reduces to a function of the image alone), so the images run one at a time.
             raise UserInputError(
-                "{} was exported for batch {} and its output depends on the batch (model {}); "
-                "feed exactly {} images or re-export with --batch {}".format(
-                    self.path, fixed, self.record.get("model"), fixed, array.shape[0]
+                "{} was exported for batch {} and its output depends on the batch (model {}); feed exactly {} "
+                "images, or export at batch 1 (the default) for per-image results".format(
+                    self.path, fixed, self.record.get("model"), fixed
                 )
             )
         return self._run_in_chunks(array, fixed)

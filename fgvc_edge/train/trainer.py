@@ -65,6 +65,8 @@ class TrainOptions:
     batch_size: Optional[int] = None
     lr: Optional[float] = None
     input_size: Optional[int] = None
+    # The data set decides the class count; given, it must agree (a check, as for every model-creating command).
+    num_classes: Optional[int] = None
     backbone_weights: Optional[str] = None
     official_checkpoint: Optional[str] = None
     checkpoint: Optional[str] = None
@@ -185,13 +187,17 @@ def _fresh_run(options: TrainOptions) -> _Run:
     from fgvc_edge.models import create_model
 
     splits = load_dataset(options.data, options.dataset)
+    if options.num_classes is not None and options.num_classes != splits.num_classes:
+        raise UserInputError("--num-classes {} disagrees with {} ({} classes)".format(
+            options.num_classes, options.data, splits.num_classes))
     _seed_all(options.seed)
     if options.official_checkpoint and options.checkpoint:
         raise UserInputError("give --checkpoint or --official-checkpoint, not both")
     if options.official_checkpoint:
         from fgvc_edge.importers import import_official_checkpoint
 
-        model = import_official_checkpoint(options.model, options.official_checkpoint, num_classes=splits.num_classes)
+        model = import_official_checkpoint(options.model, options.official_checkpoint, num_classes=splits.num_classes,
+                                           **options.model_args)
     else:
         model = create_model(options.model, num_classes=splits.num_classes, checkpoint=options.checkpoint,
                              input_size=options.input_size, **options.model_args)

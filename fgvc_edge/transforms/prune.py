@@ -355,6 +355,7 @@ def prune_checkpoint(
     checkpoint: Optional[str] = None,
     num_classes: Optional[int] = None,
     input_size: Optional[int] = None,
+    mode: Optional[str] = None,
     before_save: Optional[Callable[[nn.Module], Any]] = None,
     **options: Any,
 ) -> Tuple[str, PruneReport]:
@@ -364,8 +365,10 @@ def prune_checkpoint(
     holds the fine-tuned weights (pruned weights alone are usually near chance)."""
     from fgvc_edge.checkpoint import save_checkpoint
     from fgvc_edge.models import create_model
+    from fgvc_edge.models.configs import variant_kwargs
 
-    model = create_model(model_name, checkpoint=checkpoint, num_classes=num_classes, input_size=input_size)
+    model = create_model(model_name, checkpoint=checkpoint, num_classes=num_classes, input_size=input_size,
+                         **variant_kwargs(model_name, mode))
     model, report = prune_model(model, inplace=True, **options)
     if before_save is not None:
         before_save(model)

@@ -275,13 +275,16 @@ def reparameterize_checkpoint(
     fold_bn: bool = False,
     num_classes: Optional[int] = None,
     input_size: Optional[int] = None,
+    mode: Optional[str] = None,
 ) -> ReparamResult:
     """Build (or restore) ``model_name``, reparameterize it and save the deploy checkpoint to ``output``."""
     from fgvc_edge.checkpoint import save_checkpoint
     from fgvc_edge.models import create_model
     from fgvc_edge.models.complexity import count_macs, count_params
+    from fgvc_edge.models.configs import variant_kwargs
 
-    model = create_model(model_name, checkpoint=checkpoint, num_classes=num_classes, input_size=input_size)
+    model = create_model(model_name, checkpoint=checkpoint, num_classes=num_classes, input_size=input_size,
+                         **variant_kwargs(model_name, mode))
     size = model.config.input_size
     params_before, macs_before = count_params(model), count_macs(model, size)[0]
     model, report = reparameterize_with_report(model, inplace=True, fold_bn=fold_bn)

@@ -190,5 +190,25 @@ def test_export_keeps_the_batch_and_runners_refuse_any_other(model, tmp_path):
     with OnnxRunner(result.path) as runner:
         assert np.allclose(runner.infer(pair.numpy()), reference, rtol=1e-4, atol=1e-5)
         for n in (1, 3):
-            with pytest.raises(UserInputError, match="depends on the batch.*feed exactly 2 images"):
+            with pytest.raises(UserInputError, match="depends on the batch.*feed exactly 2 images") as refused:
                 runner.infer(normalise(images(n, 7)).numpy())
+            assert "batch 1 (the default)" in str(refused.value) and "--batch {}".format(n) not in str(refused.value)
+
+
+def test_batch_1_artifact_predicts_many_images_one_at_a_time(model, tmp_path):
+    from PIL import Image
+
+    result = export_onnx(model, str(tmp_path / "rbi-b1.onnx"))  # the default batch, 1
+    paths = []
+    for i, pixels in enumerate(images(3, 11)):
+        paths.append(str(tmp_path / "{}.png".format(i)))
+        Image.fromarray((pixels.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)).save(paths[-1])
+    with OnnxRunner(result.path) as runner:
+        together = runner.predict(paths, topk=5)
+        alone = [runner.predict([path], topk=5)[0] for path in paths]
+        batch = runner.preprocess_images(paths)
+        logits = runner.infer(batch)
+    assert together == alone and len(together) == 3
+    with torch.no_grad():
+        singles = torch.cat([model(torch.from_numpy(batch[i : i + 1])) for i in range(3)]).numpy()
+    assert np.allclose(logits, singles, rtol=1e-4, atol=1e-5)  # each image as its own batch of 1

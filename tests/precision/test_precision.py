@@ -179,7 +179,8 @@ def test_attention_products_stay_float_and_float_casts_are_kept():
     graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
                               [helper.make_tensor_value_info("cam", TensorProto.FLOAT, [1, 1])], [w])
     proto = helper.make_model(graph)
-    assert float_nodes(proto) == ["weight_product", "pick", "cam_product"]  # w is read twice
+    # w is read twice; what is computed from a float product stays float up to the next weighted layer
+    assert float_nodes(proto) == ["weight_product", "pick", "cam_product", "to_int"]
     assert float_casts(proto) == ["to_float"]
 
 
@@ -195,10 +196,14 @@ def test_float_scopes_keep_all_but_their_convs_float():
         helper.make_node("ReduceSum", ["p"], ["s"], name="/layer1/layer1.0/conv2/conv2.0/ReduceSum"),
         helper.make_node("Add", ["s", "x"], ["y"], name="/layer1/layer1.0/Add"),  # the residual: quantized
         helper.make_node("Mul", ["y", "y"], ["z"], name="/layer1/layer1.0/conv2/conv2.00/Mul"),  # another scope
+        helper.make_node("Reshape", ["z", "shape"], ["zr"], name="/layer1/layer1.0/conv2/conv2.0/Reshape"),
+        helper.make_node("Neg", ["zr"], ["out"], name="/layer1/layer1.0/conv2/conv2.0/Neg"),
     ]
     graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 4, 4])],
-                              [helper.make_tensor_value_info("z", TensorProto.FLOAT, None)], [w])
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, None)],
+                              [w, numpy_helper.from_array(np.array([-1], np.int64), "shape")])
     proto = helper.make_model(graph)
     assert float_nodes(proto) == []
-    assert float_nodes(proto, ["/layer1/layer1.0/conv2/conv2.0/"]) == [
-        "/layer1/layer1.0/conv2/conv2.0/Mul_3", "/layer1/layer1.0/conv2/conv2.0/ReduceSum"]
+    assert float_nodes(proto, ["/layer1/layer1.0/conv2/conv2.0/"]) == [  # each once, the view inside too
+        "/layer1/layer1.0/conv2/conv2.0/Mul_3", "/layer1/layer1.0/conv2/conv2.0/ReduceSum",
+        "/layer1/layer1.0/conv2/conv2.0/Reshape", "/layer1/layer1.0/conv2/conv2.0/Neg"]
