@@ -92,7 +92,8 @@ def test_every_typed_form_builds_and_matches_fp32(name, variant, weights, tmp_pa
         assert qdq_violations(onnx.load(forms[-1].path)) == []
 
     check = fp16.record["fp16_check"]
-    assert check["rel_error"] <= FP16_MAX_REL_ERROR[weights] and check["top1_agreement"] == 1.0, check
+    # Not top-1 agreement: random weights leave near-tied logits, which FP16 rounding may reorder.
+    assert check["rel_error"] <= FP16_MAX_REL_ERROR[weights] and check["min_cosine"] > 0.999, check
     graph = onnx.load(fp16.path).graph
     assert graph.input[0].type.tensor_type.elem_type == graph.output[0].type.tensor_type.elem_type == TensorProto.FLOAT
     assert TensorProto.FLOAT16 in {init.data_type for init in graph.initializer}
