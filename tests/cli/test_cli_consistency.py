@@ -167,3 +167,11 @@ def test_debug_propagates_user_errors_too(monkeypatch):
     monkeypatch.setenv("FGVC_EDGE_DEBUG", "1")
     result = runner.invoke(app, ["export", "nosuchmodel"])
     assert isinstance(result.exception, UserInputError) and "unknown model" in str(result.exception)
+
+
+def test_train_num_classes_must_agree_with_the_data(tmp_path, tiny):
+    tiny.write_imagefolder(str(tmp_path / "data"), classes=2, train_per_class=2, test_per_class=1, size=32)
+    result = runner.invoke(app, ["train", "resnet18", "--data", str(tmp_path / "data"), "--dataset", "imagefolder",
+                                 "--num-classes", "3", "--input-size", "32", "--epochs", "1", "-o", str(tmp_path / "run")])
+    assert result.exit_code == 2 and "--num-classes 3 disagrees" in result.output and "(2 classes)" in result.output
+    assert not (tmp_path / "run").exists()

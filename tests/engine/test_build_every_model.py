@@ -16,20 +16,22 @@ from fgvc_edge.models import create_model, get_model_config, list_models
 from fgvc_edge.precision import calibrate_onnx, qdq_violations
 from fgvc_edge.runtime import load
 
-# Builds that cost more than ~20 s on 2 cores run with `make test-slow`. The fast tier keeps one case per
-# failure seen: resnet18 (plain CNN), rbi_convnext_tiny fresh (initializers shared between LayerNorm and
-# Conv/Gemm broke FP16) and cmal_resnet18 raw+aoval trained (the CAM's float weights).
-FAST = {("resnet18", None, "fresh"), ("resnet18", None, "trained"), ("rbi_convnext_tiny", None, "fresh"),
-        ("cmal_resnet18", "raw+aoval", "trained")}
+# Exports of these cost tens of seconds each on 2 cores; they run with `make test-slow`, as do the trained-like
+# cases but two: resnet18 (a plain CNN) and cmal_resnet18 raw+aoval (the CAM's float weights). The fast fresh
+# cases skip the TensorRT-form calibration (as costly as the ONNX Runtime one); each model's trained-like case
+# builds it.
+SLOW = {"rbi_swin_s", "rbi_convnext_base", "acanet_resnet50", "cncnn_resnet50", "cmal_resnet50"}
+FAST_TRAINED = {("resnet18", None), ("cmal_resnet18", "raw+aoval")}
 CASES = [
-    pytest.param(n, v, w, marks=() if (n, v, w) in FAST else pytest.mark.slow)
+    pytest.param(n, v, w, marks=pytest.mark.slow if n in SLOW or (w == "trained" and (n, v) not in FAST_TRAINED) else ())
     for n in list_models()
     for v in (get_model_config(n).variants or (None,))
     for w in ("fresh", "trained")
 ]
 NUM_CLASSES = 5
-# FP16 moves logits by rounding only; more is overflow or a wrong type somewhere.
-FP16_MAX_REL_ERROR = 1e-2
+# FP16 moves logits by rounding only; more is overflow or a wrong type somewhere. A fresh model's logits are
+# nearly equal, so the same rounding is a larger part of them: it gets the converter's own refusal limit.
+FP16_MAX_REL_ERROR = {"fresh": 5e-2, "trained": 1e-2}
 # INT8 on 8 calibration images of a model with trained-like weights: close, not exact.
 INT8_MIN_COSINE = 0.9
 
@@ -48,6 +50,10 @@ def _float_nodes_reading_weight_dq(path, float_nodes):
     constants = {init.name for init in proto.graph.initializer}
     dq_of_weight = {n.output[0] for n in proto.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in constants}
     return [n.name for n in proto.graph.node if n.name in set(float_nodes) and dq_of_weight.intersection(n.input)]
+
+
+def _float_matmuls(path, float_nodes):
+    return [n.name for n in onnx.load(path).graph.node if n.op_type == "MatMul" and n.name in set(float_nodes)]
 
 
 def _float_matmuls_reading_dq(path, float_nodes):
@@ -79,26 +85,30 @@ def test_every_typed_form_builds_and_matches_fp32(name, variant, weights, tmp_pa
     fp32 = build(name, BuildSettings("fp32", **dirs), model=options, output=str(tmp_path / "fp32.onnx"))
     fp16 = build(fp32.path, BuildSettings("fp16", **dirs), output=str(tmp_path / "fp16.onnx"))
     int8_ort = build(fp32.path, BuildSettings("int8", calibration=calibration, **dirs), output=str(tmp_path / "int8.onnx"))
-    int8_trt = calibrate_onnx(fp32.path, str(images), num_images=8, target="tensorrt", cache_dir=dirs["calibration_dir"])
+    forms = [int8_ort]
+    if weights == "trained" or name in SLOW:
+        forms.append(calibrate_onnx(fp32.path, str(images), num_images=8, target="tensorrt",
+                                    cache_dir=dirs["calibration_dir"]))
+        assert qdq_violations(onnx.load(forms[-1].path)) == []
 
     check = fp16.record["fp16_check"]
-    assert check["rel_error"] <= FP16_MAX_REL_ERROR and check["top1_agreement"] == 1.0, check
+    # Not top-1 agreement: random weights leave near-tied logits, which FP16 rounding may reorder.
+    assert check["rel_error"] <= FP16_MAX_REL_ERROR[weights] and check["min_cosine"] > 0.999, check
     graph = onnx.load(fp16.path).graph
     assert graph.input[0].type.tensor_type.elem_type == graph.output[0].type.tensor_type.elem_type == TensorProto.FLOAT
     assert TensorProto.FLOAT16 in {init.data_type for init in graph.initializer}
 
-    assert qdq_violations(onnx.load(int8_trt.path)) == []
     zero_points = {init.name: init.data_type for init in onnx.load(int8_ort.path).graph.initializer}
     activations = [n for n in onnx.load(int8_ort.path).graph.node if n.op_type == "QuantizeLinear"]
     assert activations and {zero_points[n.input[2]] for n in activations} == {TensorProto.UINT8}
-    for typed in (int8_trt, int8_ort):
+    for typed in forms:
         assert _dead_nodes(typed.path) == []
         floating = typed.record["quantization"]["float_nodes"]
         assert len(floating) == len(set(floating))
         assert _float_nodes_reading_weight_dq(typed.path, floating) == []
-        if name.startswith("cmal_"):  # the CAM multiplies float weights by the float expert map
-            assert len([n for n in floating if "MatMul" in n]) >= 6
-            assert _float_matmuls_reading_dq(typed.path, floating) == []
+        if variant == "raw+aoval":  # CMAL-Net's CAM multiplies float weights by the float expert map
+            cam = _float_matmuls(typed.path, floating)
+            assert len(cam) >= 6 and _float_matmuls_reading_dq(typed.path, floating) == []
         if weights == "trained":
             assert typed.record["int8_check"]["min_cosine"] > INT8_MIN_COSINE, typed.record["int8_check"]
 
