@@ -16,9 +16,10 @@ def import_cmd(
     num_classes: NumClassesOpt = None,
 ) -> None:
     """Read OFFICIAL without running pickled code, load it into MODEL, write an fgvc-edge checkpoint."""
-    from fgvc_edge.checkpoint import save_checkpoint
+    from fgvc_edge.checkpoint import check_checkpoint_output, save_checkpoint
     from fgvc_edge.importers import import_official_checkpoint
 
+    check_checkpoint_output(str(output))
     with console.status("importing {} …".format(official)):
         net = import_official_checkpoint(model, str(official), num_classes=num_classes)
         folder = save_checkpoint(net, str(output))

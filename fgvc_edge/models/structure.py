@@ -29,7 +29,10 @@ def apply_structure(model: nn.Module, structure: Dict[str, Any], state: Dict[str
     """Replay the recorded transforms on ``model`` (built fresh) so ``state`` loads into it."""
     _load_transform_modules()
     applied = []
-    for step in structure.get("transforms", []):
+    steps = structure.get("transforms", []) if isinstance(structure, dict) else None
+    if not isinstance(steps, list):
+        raise UserInputError("the checkpoint's structure record must hold a list of transforms")
+    for step in steps:
         name = step.get("name") if isinstance(step, dict) else None
         if name not in _TRANSFORMS:
             raise UserInputError(
@@ -38,6 +41,19 @@ def apply_structure(model: nn.Module, structure: Dict[str, Any], state: Dict[str
         _TRANSFORMS[name](model, step, state)
         applied.append(step)
     model.structure_transforms = applied
+
+
+def record_module(model: nn.Module, name: Any, transform: str) -> nn.Module:
+    """The submodule a structure record names, or a one-line refusal (the record comes from a file)."""
+    if not isinstance(name, str):
+        raise UserInputError("{} record: module names must be strings, got {!r}".format(transform, name))
+    if not name:
+        return model
+    try:
+        return model.get_submodule(name)
+    except AttributeError:
+        raise UserInputError("{} record names module {!r}, which {} does not have".format(
+            transform, name, type(model).__name__)) from None
 
 
 def _load_transform_modules() -> None:

@@ -39,7 +39,7 @@ from torch import nn
 
 from fgvc_edge.errors import FgvcError, UserInputError, require
 from fgvc_edge.models.complexity import count_macs, count_params
-from fgvc_edge.models.structure import register_transform
+from fgvc_edge.models.structure import record_module, register_transform
 from fgvc_edge.transforms import swaps
 from fgvc_edge.transforms._modules import example_input, train_mode_frozen_bn
 
@@ -272,6 +272,9 @@ def prune_model(
     if target_macs is not None:
         ratio = _search_ratio(model, x, plan, target_macs, input_size, macs_before, importance, global_pruning, round_to)
     changes = _prune_once(model, x, plan, ratio, importance, global_pruning, round_to)
+    if not changes:
+        raise UserInputError("nothing would be pruned: at ratio {:.3f} with --round-to {} every layer keeps its width; "
+                             "raise --ratio or lower --round-to".format(ratio, round_to))
     model.zero_grad(set_to_none=True)
     _check_pruned(model, x, reference_shape)
     steps = [{"name": swaps.SWAP_TRANSFORM, "modules": swapped}] if swapped else []
@@ -478,15 +481,50 @@ def _jsonable(value: Any) -> Any:
 @register_transform(PRUNE_TRANSFORM)
 def _replay_prune(model: nn.Module, step: Dict[str, Any], state: Dict[str, torch.Tensor]) -> None:
     """Give every recorded module its pruned shape (empty tensors; the checkpoint's tensors fill them)."""
-    for change in step["modules"]:
-        module = model.get_submodule(change["module"]) if change["module"] else model
+    for change in _checked_changes(step):
+        module = record_module(model, change["module"], PRUNE_TRANSFORM)
         if type(module).__name__ != change["type"]:
             raise UserInputError("pruning record expects {} at {!r}, the model has {}".format(
                 change["type"], change["module"], type(module).__name__))
         for key, value in change["attrs"].items():
+            _check_shape_attribute(module, change["module"], key, value)
             setattr(module, key, tuple(value) if isinstance(getattr(module, key, None), tuple) else value)
         for key, shape in change["tensors"].items():
+            _check_pruned_shape(module, change["module"], key, shape)
             _resize_tensor(module, key, tuple(shape))
+
+
+# Validation of a pruning record read from a file: it may only shrink tensors the module has.
+
+
+def _checked_changes(step: Dict[str, Any]) -> List[Dict[str, Any]]:
+    changes = step.get("modules")
+    if not isinstance(changes, list) or not all(
+            isinstance(c, dict) and isinstance(c.get("module"), str) and isinstance(c.get("type"), str)
+            and isinstance(c.get("attrs"), dict) and isinstance(c.get("tensors"), dict) for c in changes):
+        raise UserInputError("pruning record: 'modules' must list {module, type, attrs, tensors} objects")
+    return changes
+
+
+def _check_shape_attribute(module: nn.Module, name: str, key: str, value: Any) -> None:
+    current = getattr(module, key, None) if not key.startswith("_") else None
+    plain_int = isinstance(value, int) and not isinstance(value, bool)
+    int_list = isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+    same_kind = (plain_int and isinstance(current, int)) or (int_list and isinstance(current, (tuple, list)))
+    if key not in _shape_attributes(module) or not same_kind:
+        raise UserInputError("pruning record sets {!r} of {!r} to {!r}: not a shape attribute of {}".format(
+            key, name, value, type(module).__name__))
+
+
+def _check_pruned_shape(module: nn.Module, name: str, key: str, shape: Any) -> None:
+    current = _tensor_shapes(module).get(key)
+    if current is None:
+        raise UserInputError("pruning record resizes {!r} of {!r}, which has no such tensor".format(key, name))
+    valid = isinstance(shape, list) and len(shape) == len(current) and all(
+        isinstance(d, int) and not isinstance(d, bool) and 0 <= d <= c for d, c in zip(shape, current))
+    if not valid:
+        raise UserInputError("pruning record gives {}.{} the shape {!r}; pruning can only shrink {}".format(
+            name, key, shape, list(current)))
 
 
 def _resize_tensor(module: nn.Module, key: str, shape: Sequence[int]) -> None:
@@ -507,9 +545,10 @@ def prune_checkpoint(
     **options: Any,
 ) -> Tuple[str, PruneReport]:
     """Build (or restore) ``model_name``, prune it (``options`` as :func:`prune_model`), save to ``output``."""
-    from fgvc_edge.checkpoint import save_checkpoint
+    from fgvc_edge.checkpoint import check_checkpoint_output, save_checkpoint
     from fgvc_edge.models import create_model
 
+    check_checkpoint_output(output)
     model = create_model(model_name, checkpoint=checkpoint, num_classes=num_classes, input_size=input_size)
     model, report = prune_model(model, inplace=True, **options)
     folder = save_checkpoint(model, output, class_names=getattr(model, "class_names", None))

@@ -26,8 +26,8 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple
 import torch
 from torch import nn
 
-from fgvc_edge.errors import FgvcError
-from fgvc_edge.models.structure import register_transform
+from fgvc_edge.errors import FgvcError, UserInputError
+from fgvc_edge.models.structure import record_module, register_transform
 from fgvc_edge.transforms._modules import example_input, replace_submodule
 
 REPARAM_TRANSFORM = "reparameterize"
@@ -261,17 +261,37 @@ def _rel_error(reference: Any, candidate: Any) -> float:
 
 @register_transform(REPARAM_TRANSFORM)
 def _replay_reparameterize(model: nn.Module, step: Dict[str, Any], state: Dict[str, torch.Tensor]) -> None:
-    for name in step["blocks"]:
-        model.get_submodule(name).reparameterize()
+    for name in _record_list(step, "blocks", REPARAM_TRANSFORM):
+        block = record_module(model, name, REPARAM_TRANSFORM)
+        if not callable(getattr(block, "reparameterize", None)):
+            raise UserInputError("{} record names {!r}, which is not a reparameterizable block".format(
+                REPARAM_TRANSFORM, name))
+        block.reparameterize()
 
 
 @register_transform(FOLD_BN_TRANSFORM)
 def _replay_fold_bn(model: nn.Module, step: Dict[str, Any], state: Dict[str, torch.Tensor]) -> None:
-    for conv_name, bn_name in step["pairs"]:
-        conv = model.get_submodule(conv_name)
+    for pair in _record_list(step, "pairs", FOLD_BN_TRANSFORM):
+        if not (isinstance(pair, (list, tuple)) and len(pair) == 2):
+            raise UserInputError("{} record: pairs must be [conv, bn] names, got {!r}".format(
+                FOLD_BN_TRANSFORM, pair))
+        conv_name, bn_name = pair
+        conv = record_module(model, conv_name, FOLD_BN_TRANSFORM)
+        bn = record_module(model, bn_name, FOLD_BN_TRANSFORM)
+        if not isinstance(conv, nn.modules.conv._ConvNd) or not isinstance(bn, nn.modules.batchnorm._BatchNorm):
+            raise UserInputError("{} record pairs {!r} ({}) with {!r} ({}): not a convolution and a "
+                                 "BatchNorm".format(FOLD_BN_TRANSFORM, conv_name, type(conv).__name__, bn_name,
+                                                    type(bn).__name__))
         if conv.bias is None:
             conv.bias = nn.Parameter(torch.empty(conv.out_channels, dtype=conv.weight.dtype))
         replace_submodule(model, bn_name, nn.Identity())
+
+
+def _record_list(step: Dict[str, Any], key: str, transform: str) -> List[Any]:
+    value = step.get(key)
+    if not isinstance(value, list):
+        raise UserInputError("{} record: {!r} must be a list, got {!r}".format(transform, key, value))
+    return value
 
 
 # -- checkpoint → deploy checkpoint (what `fgvc-edge reparam` runs) ----------------------------------------------
@@ -298,10 +318,11 @@ def reparameterize_checkpoint(
     input_size: Optional[int] = None,
 ) -> ReparamResult:
     """Build (or restore) ``model_name``, reparameterize it and save the deploy checkpoint to ``output``."""
-    from fgvc_edge.checkpoint import save_checkpoint
+    from fgvc_edge.checkpoint import check_checkpoint_output, save_checkpoint
     from fgvc_edge.models import create_model
     from fgvc_edge.models.complexity import count_macs, count_params
 
+    check_checkpoint_output(output)
     model = create_model(model_name, checkpoint=checkpoint, num_classes=num_classes, input_size=input_size)
     size = model.config.input_size
     params_before, macs_before = count_params(model), count_macs(model, size)[0]

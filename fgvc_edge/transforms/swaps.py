@@ -23,7 +23,7 @@ from torchvision.models.swin_transformer import ShiftedWindowAttention
 
 from fgvc_edge.errors import UserInputError
 from fgvc_edge.models.cncnn import LevelConvLSTM
-from fgvc_edge.models.structure import register_transform
+from fgvc_edge.models.structure import record_module, register_transform
 
 SWAP_TRANSFORM = "swap_module_class"
 MASK_VALUE = -100.0  # Swin's additive mask between tokens of different regions of a shifted window
@@ -119,8 +119,11 @@ def swap_modules(model: nn.Module) -> Dict[str, str]:
 
 @register_transform(SWAP_TRANSFORM)
 def _replay_swaps(model: nn.Module, step: Dict[str, Any], state: Dict[str, torch.Tensor]) -> None:
-    for name, cls_name in step["modules"].items():
-        module = model.get_submodule(name)
+    modules = step.get("modules")
+    if not isinstance(modules, dict):
+        raise UserInputError("{} record: 'modules' must map module names to classes".format(SWAP_TRANSFORM))
+    for name, cls_name in modules.items():
+        module = record_module(model, name, SWAP_TRANSFORM)
         base, cls = SWAPS.get(cls_name, (None, None))
         if cls is None or type(module) is not base:
             raise UserInputError("cannot swap {!r} ({}) to {!r}".format(name, type(module).__name__, cls_name))
