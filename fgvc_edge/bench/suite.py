@@ -9,14 +9,15 @@ When a paper row names a baseline (CMAL-Net Table 9 → ResNet50), the baseline 
 the latency ratio ours/baseline can stand next to the paper's.
 """
 import os
-import tempfile
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from fgvc_edge._io import private_tempdir
 from fgvc_edge.bench import papers
 from fgvc_edge.bench.timing import PeakRSS, device_name, time_calls
+from fgvc_edge.contract.limits import MAX_BATCH, MAX_BENCH_ITERS, MAX_BENCH_WARMUP
 from fgvc_edge.errors import UserInputError, require
 
 RUNTIMES = ("torch", "onnxruntime")
@@ -33,7 +34,8 @@ class BenchSettings:
     runtimes: Tuple[str, ...] = RUNTIMES
     # ONNX Runtime precisions for model names (PyTorch eager is FP32 only).
     precisions: Tuple[str, ...] = ("fp32",)
-    batches: Tuple[int, ...] = (1,)
+    # Batch sizes; None: 1 for model names, its own batch for a fixed-batch artifact.
+    batches: Optional[Tuple[int, ...]] = None
     iters: int = 20
     warmup: int = 3
     threads: int = field(default_factory=lambda: os.cpu_count() or 1)
@@ -52,10 +54,15 @@ class BenchSettings:
         bad = [p for p in self.precisions if p not in PRECISIONS]
         if bad or not self.precisions:
             raise UserInputError("--precisions takes {}, got {}".format(",".join(PRECISIONS), list(self.precisions)))
-        if not self.batches or min(self.batches) < 1:
-            raise UserInputError("--batch needs positive sizes, e.g. 1,8")
-        if self.iters < 1 or self.warmup < 0 or self.threads < 1:
-            raise UserInputError("--iters and --threads must be >= 1, --warmup >= 0")
+        if self.batches is not None and (not self.batches or not all(1 <= b <= MAX_BATCH for b in self.batches)):
+            raise UserInputError("--batch needs sizes in 1..{}, e.g. 1,8; got {}".format(MAX_BATCH, self.batches))
+        if not (1 <= self.iters <= MAX_BENCH_ITERS and 0 <= self.warmup <= MAX_BENCH_WARMUP and self.threads >= 1):
+            raise UserInputError("--iters must be in 1..{}, --warmup in 0..{}, --threads >= 1".format(
+                MAX_BENCH_ITERS, MAX_BENCH_WARMUP))
+
+    @property
+    def batch_sizes(self) -> Tuple[int, ...]:
+        return self.batches or (1,)
 
 
 @dataclass(frozen=True)
@@ -167,7 +174,7 @@ def _reference_checkpoint(checkpoint: str, folder: str) -> str:
 
 
 def bench_model_point(point: ModelPoint, settings: BenchSettings, progress: Progress) -> List[Row]:
-    with tempfile.TemporaryDirectory(prefix="fgvc-bench-") as tmp:
+    with private_tempdir("fgvc-bench-") as tmp:
         return _bench_model_point(point, settings, progress, tmp)
 
 
@@ -215,7 +222,7 @@ def _bench_model_point(point: ModelPoint, settings: BenchSettings, progress: Pro
         rows.append(row)
     if "torch" in settings.runtimes:
         size_mb = sum(t.numel() * t.element_size() for t in model.state_dict().values()) / 2**20
-        for batch in settings.batches:
+        for batch in settings.batch_sizes:
             _say(progress, "torch eager {} b{}".format(_label(point), batch))
             x = torch.randn(batch, 3, point.input_size, point.input_size)
 
@@ -232,7 +239,7 @@ def _bench_model_point(point: ModelPoint, settings: BenchSettings, progress: Pro
             for batch, path in _exported(model, settings, tmp, progress):
                 rows.extend(_ort_rows(path, base, [batch], settings, progress))
         if "int8" in settings.precisions:
-            for batch in settings.batches:
+            for batch in settings.batch_sizes:
                 path = _int8_deployable(point, checkpoint, batch, tmp, progress)
                 rows.extend(_ort_rows(path, base, [batch], settings, progress, precision="int8"))
     return rows
@@ -260,13 +267,13 @@ def _exported(model: Any, settings: BenchSettings, folder: str, progress: Progre
 
     name = model.config.name
     if model.config.batch_dependent:
-        for batch in settings.batches:
+        for batch in settings.batch_sizes:
             _say(progress, "exporting {} (batch {})".format(name, batch))
             yield batch, export_onnx(model, os.path.join(folder, "b{}.onnx".format(batch)), batch=batch).path
         return
     _say(progress, "exporting {}".format(name))
     path = export_onnx(model, os.path.join(folder, "dyn.onnx"), batch="dynamic").path
-    for batch in settings.batches:
+    for batch in settings.batch_sizes:
         yield batch, path
 
 
@@ -299,7 +306,13 @@ def bench_artifact(path: str, settings: BenchSettings, progress: Progress) -> Li
         "paper": papers.paper_summary(paper_id) if paper_id else None,
     }
     fixed = record.get("batch")
-    batches = list(settings.batches) if fixed in (None, "dynamic") else [int(fixed)]
+    if fixed in (None, "dynamic"):
+        batches = list(settings.batch_sizes)
+    elif settings.batches not in (None, (fixed,)):
+        raise UserInputError("{} has a fixed batch of {}: bench it with --batch {} (or export it with --batch "
+                             "dynamic)".format(path, fixed, fixed))
+    else:
+        batches = [int(fixed)]
     return _ort_rows(path, base, batches, settings, progress, precision=record.get("precision", "fp32"))
 
 

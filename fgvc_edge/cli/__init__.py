@@ -8,7 +8,7 @@ still runs ``predict`` and artifact benches.
 import typer
 
 from fgvc_edge.cli import bench, build, calibrate, eval, export, import_cmd, models, predict, prune, reparam, train
-from fgvc_edge.cli._common import command
+from fgvc_edge.cli._common import OneLineErrorGroup, command
 
 app = typer.Typer(
     name="fgvc-edge",
@@ -16,6 +16,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=OneLineErrorGroup,
     rich_markup_mode="rich",
 )
 

@@ -6,6 +6,7 @@ import typer
 from typing_extensions import Annotated
 
 from fgvc_edge.cli._common import CheckpointOpt, InputSizeOpt, NumClassesOpt, ThreadsOpt, console
+from fgvc_edge.contract.limits import MAX_BATCH, MAX_BENCH_ITERS, MAX_BENCH_WARMUP
 from fgvc_edge.errors import UserInputError
 
 
@@ -14,8 +15,8 @@ def _int_list(text: str, option: str) -> List[int]:
         values = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
         raise UserInputError("{} takes comma-separated numbers, e.g. 1,8; got {!r}".format(option, text)) from None
-    if not values or min(values) < 1:
-        raise UserInputError("{} takes positive numbers, got {!r}".format(option, text))
+    if not values or not all(1 <= v <= MAX_BATCH for v in values):
+        raise UserInputError("{} takes numbers in 1..{}, got {!r}".format(option, MAX_BATCH, text))
     return values
 
 
@@ -36,9 +37,11 @@ def bench_cmd(
     precisions: Annotated[
         str, typer.Option("--precisions", help="ONNX Runtime precisions for model names: fp32, int8 (synthetic calibration, speed only).")
     ] = "fp32,int8",
-    batch: Annotated[str, typer.Option("--batch", help="Batch sizes, comma-separated.")] = "1",
-    iters: Annotated[int, typer.Option("--iters", min=1, help="Timed iterations per row.")] = 20,
-    warmup: Annotated[int, typer.Option("--warmup", min=0, help="Untimed iterations first.")] = 3,
+    batch: Annotated[
+        Optional[str], typer.Option("--batch", help="Batch sizes, comma-separated (default 1; a fixed-batch artifact: its own).")
+    ] = None,
+    iters: Annotated[int, typer.Option("--iters", min=1, max=MAX_BENCH_ITERS, help="Timed iterations per row.")] = 20,
+    warmup: Annotated[int, typer.Option("--warmup", min=0, max=MAX_BENCH_WARMUP, help="Untimed iterations first.")] = 3,
     threads: ThreadsOpt = None,
     json_path: Annotated[Optional[Path], typer.Option("--json", help="JSON output (default benchmarks/results/bench.json).")] = None,
     markdown_path: Annotated[Optional[Path], typer.Option("--markdown", help="Markdown output (default benchmarks/results/bench.md).")] = None,
@@ -53,7 +56,7 @@ def bench_cmd(
     settings = BenchSettings(
         runtimes=tuple(selected),
         precisions=tuple(p.strip() for p in precisions.split(",") if p.strip()),
-        batches=tuple(_int_list(batch, "--batch")),
+        batches=tuple(_int_list(batch, "--batch")) if batch is not None else None,
         iters=iters,
         warmup=warmup,
         threads=threads or os.cpu_count() or 1,

@@ -6,7 +6,7 @@ from typing import Callable, Iterator, Optional
 import typer
 from typing_extensions import Annotated
 
-from fgvc_edge.cli._common import console, err_console, fail_if_exists_as_dir
+from fgvc_edge.cli._common import console, err_console, check_artifact_output
 
 CalibDataOpt = Annotated[Path, typer.Option("--data", help="Folder of calibration images (searched recursively).")]
 MethodOpt = Annotated[str, typer.Option("--method", help="Range calibration: minmax, entropy or percentile.")]
@@ -26,7 +26,7 @@ def calibrate_cmd(
     """Quantize ONNX_FILE to INT8 with calibration on images from --data (cached under calibration/)."""
     from fgvc_edge.precision import calibrate_onnx, select_images
 
-    fail_if_exists_as_dir(output)
+    check_artifact_output(output)
     count = len(select_images(str(data), num_images))  # refuses a bad folder before anything loads
     with calibration_progress(count) as advance:
         result = calibrate_onnx(str(onnx_file), str(data), str(output) if output else None, num_images=num_images,

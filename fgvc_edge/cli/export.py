@@ -11,7 +11,7 @@ from fgvc_edge.cli._common import (
     NumClassesOpt,
     OutputOpt,
     console,
-    fail_if_exists_as_dir,
+    check_artifact_output,
 )
 
 
@@ -30,7 +30,7 @@ def export_cmd(
     from fgvc_edge.export.onnx_export import parse_batch
     from fgvc_edge.models import create_model
 
-    fail_if_exists_as_dir(output)
+    check_artifact_output(output)
     parsed_batch = parse_batch(batch)
     net = create_model(model, num_classes=num_classes, checkpoint=checkpoint and str(checkpoint), input_size=input_size)
     with console.status("exporting {} …".format(model)):
