@@ -65,7 +65,9 @@ def create_model(
     model.model_args = dict(kwargs)
     if record is not None:
         if record.get("preprocess"):
-            model.config = replace(model.config, preprocess=Preprocess.from_dict(record["preprocess"]))
+            # The record's recipe, at the input size asked for (a record's crop is its own input size).
+            preprocess = Preprocess.from_dict(record["preprocess"]).for_input_size(model.config.input_size)
+            model.config = replace(model.config, preprocess=preprocess)
         apply_structure(model, record.get("structure", {}), state)
         load_state_strict(model, state, checkpoint)
         model.class_names = record.get("class_names")
