@@ -1,7 +1,8 @@
 """Class 4: concurrent INT8 calibrations of one ONNX, and a source ONNX in a read-only folder.
 
-ONNX Runtime's quantize_static writes and deletes `<stem>-inferred.onnx` beside the file it is given; it now
-gets a private copy, and one calibration per cache entry runs at a time (a file lock), the other reusing it.
+ONNX Runtime's quantize_static writes and deletes `<stem>-inferred.onnx` beside the file it is given; it is
+now given the graph in memory (it then works in its own temporary folder), and one calibration per cache entry
+runs at a time (a file lock), the other reusing it.
 """
 import json
 import os
