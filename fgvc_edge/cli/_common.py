@@ -3,6 +3,8 @@
 Every refusal is one line on stderr with exit code 2 — ours (:class:`FgvcError`), the machine's (a full disk,
 an unwritable folder, exhausted memory: :func:`fgvc_edge.errors.system_error_message`, the one place they are
 translated) and the parser's (an option out of range, a missing argument: :class:`OneLineErrorGroup`).
+Anything else is a bug or an unwrapped library failure: one line too, exit code 1, and ``--debug`` (or
+``FGVC_EDGE_DEBUG=1``) lets every error through with its traceback.
 """
 import functools
 import json

@@ -210,6 +210,26 @@ def test_an_allocation_failure_is_one_line(error, tmp_path, monkeypatch):
     assert os.listdir(tmp_path) == []
 
 
+def test_a_machine_failure_inside_a_library_stage_is_worded_as_the_machines():
+    """library_stage names the stage of a library's own failure, but lets a full disk or exhausted memory through
+    so that the CLI says what the user can do about it (system_error_message)."""
+    from fgvc_edge.errors import StageError, library_stage, system_error_message
+
+    def fail(exc):
+        with library_stage("FP16 conversion (onnxconverter-common)"):
+            raise exc
+
+    for machine in (OSError(errno.ENOSPC, "No space left on device", "m.onnx"),
+                    RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 10 GB")):
+        with pytest.raises(type(machine)) as info:
+            fail(machine)
+        assert info.value is machine and system_error_message(machine)
+    with pytest.raises(StageError, match=r"^FP16 conversion \(onnxconverter-common\) failed: bad graph$"):
+        fail(ValueError("bad graph\nmore"))
+    with pytest.raises(StageError, match="failed: .*No such file"):
+        fail(FileNotFoundError(errno.ENOENT, "No such file or directory", "x.onnx"))
+
+
 # -- a full disk ------------------------------------------------------------------------------------------------------
 
 def _disk_fills_after(limit):
