@@ -243,23 +243,24 @@ def check_output_file(path: str, *companions: str) -> None:
     for candidate in (path,) + companions:
         if os.path.isdir(str(candidate)):
             raise UserInputError("output {} is a folder; give another path or remove the folder".format(candidate))
-    check_output_dir(os.path.dirname(os.path.abspath(str(path))))
+    check_output_dir(os.path.dirname(os.path.abspath(str(path))), output=str(path))
 
 
-def check_output_dir(folder: str) -> None:
+def check_output_dir(folder: str, output: Optional[str] = None) -> None:
     """Refuse a folder that is not one, or that this process cannot create or write into (probed with a
     temporary file in it, or in its nearest existing parent: permission bits do not tell root or a read-only
-    mount)."""
+    mount). The refusal names ``output`` (the file to be written there), else the folder."""
     folder = os.path.abspath(str(folder))
+    output = output or folder
     existing = folder
     while not os.path.exists(existing):
         existing = os.path.dirname(existing)
     if not os.path.isdir(existing):
-        raise UserInputError("cannot write {}: {} is a file, not a folder".format(folder, existing))
+        raise UserInputError("cannot write {}: {} is a file, not a folder".format(output, existing))
     try:
         fd, probe = tempfile.mkstemp(prefix=".fgvc-probe.{}.".format(os.getpid()), suffix=_TEMP_SUFFIX, dir=existing)
     except OSError as exc:
-        raise UserInputError("cannot write {}: {}".format(folder, exc.strerror or exc)) from None
+        raise UserInputError("cannot write {}: {}".format(output, exc.strerror or exc)) from None
     os.close(fd)
     os.unlink(probe)
 

@@ -95,7 +95,7 @@ def check_checkpoint_output(path: str) -> None:
     """Refuse, before any work, a checkpoint output that :func:`save_checkpoint` could not write."""
     folder = checkpoint_dir(path)
     _check_replaceable(folder)
-    check_output_dir(os.path.dirname(os.path.abspath(folder)))
+    check_output_dir(os.path.dirname(os.path.abspath(folder)), output=folder)
 
 
 def _check_replaceable(folder: str) -> None:
