@@ -6,6 +6,9 @@ import pytest
 
 # Keep the suite fast and deterministic on 2 cores.
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+# Commands print no progress lines in tests (whose one-line-error checks read stdout and stderr together);
+# tests of the progress lines themselves unset it.
+os.environ["FGVC_EDGE_QUIET"] = "1"
 
 
 def pytest_collection_modifyitems(config, items):

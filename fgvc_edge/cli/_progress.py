@@ -3,6 +3,7 @@ time left; elsewhere (CI logs, ``make bench | tee``) plain lines — one per ste
 (calibration images) — each with the count, the elapsed time and the time left."""
 import contextlib
 import datetime
+import os
 import time
 from typing import Any, Iterator, Optional
 
@@ -11,6 +12,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.text import Text
 
 from fgvc_edge.cli._common import err_console
+
+
+QUIET_ENV = "FGVC_EDGE_QUIET"  # set (not 0): commands print no progress, only their results and errors
 
 
 def _clock(seconds: float) -> str:
@@ -87,6 +91,19 @@ class _PlainTracker(Tracker):
         self._total = total
 
 
+class _SilentTracker(Tracker):
+    """``FGVC_EDGE_QUIET=1``: no progress lines (errors and results still print)."""
+
+    def describe(self, text: str) -> None:
+        pass
+
+    def advance(self, amount: int = 1) -> None:
+        pass
+
+    def set_total(self, total: int) -> None:
+        pass
+
+
 class _Counted(MofNCompleteColumn):
     """N of M, blank for a task of uncounted steps."""
 
@@ -104,12 +121,14 @@ class _Left(TimeRemainingColumn):
 class ProgressDisplay:
     """Hands out trackers that draw on one display (a rich Progress on a terminal, plain lines otherwise)."""
 
-    def __init__(self, console: Console, rich_progress: Any) -> None:
+    def __init__(self, console: Optional[Console], rich_progress: Any) -> None:
         self._console = console
         self._rich = rich_progress
 
     def task(self, label: str, total: Optional[int] = None, *, per_step: bool = True) -> Tracker:
         """A tracker; ``total`` None for steps that cannot be counted ahead (then no count and no time left)."""
+        if self._console is None:
+            return _SilentTracker()
         if self._rich is not None:
             return _RichTracker(self._rich, label, total)
         return _PlainTracker(self._console, label, total, per_step)
@@ -118,6 +137,9 @@ class ProgressDisplay:
 @contextlib.contextmanager
 def progress_display(console: Optional[Console] = None) -> Iterator[ProgressDisplay]:
     """A display on ``console`` (stderr by default); rich bars only when it is a terminal."""
+    if console is None and os.environ.get(QUIET_ENV, "") not in ("", "0"):
+        yield ProgressDisplay(None, None)
+        return
     console = console or err_console
     if not console.is_terminal:
         yield ProgressDisplay(console, None)

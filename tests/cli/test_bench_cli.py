@@ -30,6 +30,7 @@ def data(tmp_path, tiny):
 
 @pytest.mark.parametrize("precisions", ["fp32", pytest.param("fp32,int8", marks=pytest.mark.slow)])
 def test_bench_with_data_puts_accuracy_next_to_speed(tmp_path, monkeypatch, data, precisions):
+    monkeypatch.delenv("FGVC_EDGE_QUIET")  # this test reads the progress lines too
     monkeypatch.chdir(tmp_path)  # the INT8 and export caches and the run folder go under tmp_path
     result = invoke("bench", "resnet18", "--input-size", 32, "--iters", 2, "--warmup", 0, "--threads", 1,
                     "--data", data, "--precisions", precisions, "--limit", 9)
@@ -99,6 +100,7 @@ def fp32_onnx(tmp_path_factory):
 
 
 def test_calibrate_reports_progress_in_logs(tmp_path, monkeypatch, data, fp32_onnx):
+    monkeypatch.delenv("FGVC_EDGE_QUIET")
     monkeypatch.chdir(tmp_path)
     result = invoke("calibrate", fp32_onnx, "--data", data, "--num-images", 10, "--target", "onnxruntime",
                     "-o", tmp_path / "r18-int8.onnx")
