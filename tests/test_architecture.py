@@ -106,6 +106,21 @@ def test_shared_layers_import_only_what_lies_below_them(leaf, allowed):
     assert subpackage_graph().get(leaf, set()) <= allowed
 
 
+def test_the_preprocessing_module_imports_nothing_of_fgvc_edge_but_its_errors():
+    # serve/ copies contract/preprocess.py into Triton Python-backend models, where fgvc-edge is absent and only
+    # fgvc_edge.errors is stood in for (serve/triton_python/model.py).
+    path = os.path.join(PACKAGE_DIR, "contract", "preprocess.py")
+    ours = {target for target, _ in _imports("fgvc_edge.contract.preprocess", path) if target.startswith("fgvc_edge")}
+    assert ours <= {"fgvc_edge.errors"}
+
+
+def test_the_preprocessing_resize_bound_is_four_input_sizes():
+    from fgvc_edge.contract.limits import MAX_INPUT_SIZE
+    from fgvc_edge.contract.preprocess import MAX_RESIZE_SIZE
+
+    assert MAX_RESIZE_SIZE == 4 * MAX_INPUT_SIZE
+
+
 def test_every_stage_takes_preprocessing_and_sidecars_from_the_contract():
     users = {source for source, targets in subpackage_graph().items() if "contract" in targets}
     assert {"models", "export", "precision", "engine", "runtime", "datasets", "evaluate"} <= users

@@ -16,14 +16,15 @@ INT8 rows are then calibrated on the training split instead of synthetic images.
 """
 import contextlib
 import os
-import tempfile
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from fgvc_edge._io import private_tempdir
 from fgvc_edge.bench import papers
 from fgvc_edge.bench.timing import PeakRSS, device_name, run_peak_rss_mb, time_calls, time_cuda_calls
+from fgvc_edge.contract.limits import MAX_BATCH, MAX_BENCH_ITERS, MAX_BENCH_WARMUP
 from fgvc_edge.datasets import DatasetSplits, Sample, load_dataset
 from fgvc_edge.evaluate import ModuleBackend, RunnerBackend, score_backend, spread
 from fgvc_edge.evaluate.core import DEFAULT_BATCH
@@ -69,7 +70,8 @@ class BenchSettings:
     precisions: Tuple[str, ...] = ("fp32",)
     # Where PyTorch eager runs; ONNX Runtime rows stay on the CPU provider.
     device: str = "cpu"
-    batches: Tuple[int, ...] = (1,)
+    # Batch sizes; None: 1 for model names, its own batch for a fixed-batch artifact.
+    batches: Optional[Tuple[int, ...]] = None
     iters: int = FULL_ITERS
     warmup: int = FULL_WARMUP
     threads: int = field(default_factory=lambda: os.cpu_count() or 1)
@@ -95,10 +97,11 @@ class BenchSettings:
         bad = [p for p in self.precisions if p not in PRECISIONS]
         if bad or not self.precisions:
             raise UserInputError("--precisions takes {}, got {}".format(",".join(PRECISIONS), list(self.precisions)))
-        if not self.batches or min(self.batches) < 1:
-            raise UserInputError("--batch needs positive sizes, e.g. 1,8")
-        if self.iters < 1 or self.warmup < 0 or self.threads < 1:
-            raise UserInputError("--iters and --threads must be >= 1, --warmup >= 0")
+        if self.batches is not None and (not self.batches or not all(1 <= b <= MAX_BATCH for b in self.batches)):
+            raise UserInputError("--batch needs sizes in 1..{}, e.g. 1,8; got {}".format(MAX_BATCH, self.batches))
+        if not (1 <= self.iters <= MAX_BENCH_ITERS and 0 <= self.warmup <= MAX_BENCH_WARMUP and self.threads >= 1):
+            raise UserInputError("--iters must be in 1..{}, --warmup in 0..{}, --threads >= 1".format(
+                MAX_BENCH_ITERS, MAX_BENCH_WARMUP))
         if self.limit is not None and self.limit < 1:
             raise UserInputError("--limit must be >= 1, got {}".format(self.limit))
         if self.device not in DEVICES:
@@ -116,6 +119,10 @@ class BenchSettings:
     @property
     def ort_precisions(self) -> Tuple[str, ...]:
         return tuple(p for p in self.precisions if p != "fp16")
+
+    @property
+    def batch_sizes(self) -> Tuple[int, ...]:
+        return self.batches or (1,)
 
 
 @dataclass(frozen=True)
@@ -200,7 +207,7 @@ def run_bench(targets: Sequence[str], settings: BenchSettings, progress: Progres
             settings = replace(settings, num_classes=data.splits.num_classes)
     points = expand_points(names, settings) if names else []
     run = _Run(settings, progress or BenchProgress(), data)
-    run.progress.total(sum(len(_artifact_batches(r, settings)) for _, r in artifacts)
+    run.progress.total(sum(len(_artifact_batches(p, r, settings)) for p, r in artifacts)
                        + sum(point_row_count(p, settings) for p in points))
     rows: List[Row] = []
     for path, record in artifacts:
@@ -240,7 +247,7 @@ def point_row_count(point: ModelPoint, settings: BenchSettings) -> int:
     # PyTorch eager: FP32 (and FP16 on CUDA); ONNX Runtime: each of its precisions.
     per_batch = sum(len(settings.torch_precisions) if runtime == "torch" else len(settings.ort_precisions)
                     for runtime in settings.runtimes)
-    return len(settings.batches) * per_batch
+    return len(settings.batch_sizes) * per_batch
 
 
 # -- model names ------------------------------------------------------------------------------------------
@@ -318,7 +325,7 @@ def _reference_checkpoint(checkpoint: str, folder: str) -> str:
 
 
 def bench_model_point(point: ModelPoint, run: _Run) -> List[Row]:
-    with tempfile.TemporaryDirectory(prefix="fgvc-bench-") as tmp:
+    with private_tempdir("fgvc-bench-") as tmp:
         return _bench_model_point(point, run, tmp)
 
 
@@ -369,7 +376,7 @@ def _bench_model_point(point: ModelPoint, run: _Run, tmp: str) -> List[Row]:
             for batch, path in _exported(model, settings, tmp, run):
                 rows.extend(_ort_rows(path, base, [batch], run))
         if "int8" in settings.precisions:
-            for batch in settings.batches:
+            for batch in settings.batch_sizes:
                 path, calibration = _int8_deployable(point, checkpoint, batch, tmp, run)
                 rows.extend(_ort_rows(path, dict(base, calibration=calibration), [batch], run, precision="int8"))
     return rows
@@ -409,7 +416,7 @@ def _torch_rows(model: Any, base: Row, loading: PeakRSS, precision: str, run: _R
         model.to("cuda")
     rows = []
     try:
-        for batch in settings.batches:
+        for batch in settings.batch_sizes:
             run.say("torch eager {} {} b{}{}".format(_label_row(base), precision, batch, " (cuda)" if cuda else ""))
             x = torch.randn(batch, 3, base["input_size"], base["input_size"], device="cuda" if cuda else "cpu")
 
@@ -464,13 +471,13 @@ def _exported(model: Any, settings: BenchSettings, folder: str, run: _Run) -> It
 
     name = model.config.name
     if model.config.batch_dependent:
-        for batch in settings.batches:
+        for batch in settings.batch_sizes:
             run.say("exporting {} (batch {})".format(name, batch))
             yield batch, export_onnx(model, os.path.join(folder, "b{}.onnx".format(batch)), batch=batch).path
         return
     run.say("exporting {}".format(name))
     path = export_onnx(model, os.path.join(folder, "dyn.onnx"), batch="dynamic").path
-    for batch in settings.batches:
+    for batch in settings.batch_sizes:
         yield batch, path
 
 
@@ -499,9 +506,16 @@ def _artifact_record(path: str, data: Optional[EvalData], settings: BenchSetting
     return path, record
 
 
-def _artifact_batches(record: Row, settings: BenchSettings) -> List[int]:
+def _artifact_batches(path: str, record: Row, settings: BenchSettings) -> List[int]:
+    """The batches to time an artifact at: those asked for (default 1) when its batch is dynamic, else its own;
+    another batch for a fixed-batch artifact is refused (its graph cannot run it)."""
     fixed = record.get("batch")
-    return list(settings.batches) if fixed in (None, "dynamic") else [int(fixed)]
+    if fixed in (None, "dynamic"):
+        return list(settings.batch_sizes)
+    if settings.batches not in (None, (int(fixed),)):
+        raise UserInputError("{} has a fixed batch of {}: bench it with --batch {} (or export it with --batch "
+                             "dynamic)".format(path, fixed, fixed))
+    return [int(fixed)]
 
 
 def bench_artifact(path: str, record: Row, run: _Run) -> List[Row]:
@@ -524,7 +538,7 @@ def bench_artifact(path: str, record: Row, run: _Run) -> List[Row]:
     }
     if not path.lower().endswith(".onnx"):
         return _tensorrt_rows(path, base, run, precision=record.get("precision", "fp32"))
-    return _ort_rows(path, base, _artifact_batches(record, run.settings), run, precision=record.get("precision", "fp32"))
+    return _ort_rows(path, base, _artifact_batches(path, record, run.settings), run, precision=record.get("precision", "fp32"))
 
 
 def _tensorrt_rows(path: str, base: Row, run: _Run, precision: str) -> List[Row]:
@@ -539,7 +553,7 @@ def _tensorrt_rows(path: str, base: Row, run: _Run, precision: str) -> List[Row]
         runner = load(path)
     with runner:
         fixed = runner.fixed_batch
-        for batch in [fixed] if fixed else settings.batches:
+        for batch in [fixed] if fixed else settings.batch_sizes:
             run.say("tensorrt {} b{}".format(_label_row(base), batch))
             x = np.random.default_rng(0).standard_normal((batch, 3, size, size)).astype(np.float32)
             with PeakRSS() as mem:

@@ -13,7 +13,7 @@ from typing_extensions import Annotated
 from fgvc_edge.cli import (
     bench, build, cache, calibrate, eval, export, import_cmd, models, predict, prune, reparam, serve, train,
 )
-from fgvc_edge.cli._common import DEBUG_ENV, command, set_debug
+from fgvc_edge.cli._common import DEBUG_ENV, OneLineErrorGroup, command, set_debug
 
 app = typer.Typer(
     name="fgvc-edge",
@@ -21,6 +21,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=OneLineErrorGroup,
     rich_markup_mode="rich",
 )
 

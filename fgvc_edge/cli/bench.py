@@ -6,6 +6,7 @@ import typer
 from typing_extensions import Annotated
 
 from fgvc_edge.cli._common import CheckpointOpt, InputSizeOpt, NumClassesOpt, ThreadsOpt, console, err_console
+from fgvc_edge.contract.limits import MAX_BATCH, MAX_BENCH_ITERS, MAX_BENCH_WARMUP
 from fgvc_edge.errors import UserInputError
 
 
@@ -14,8 +15,8 @@ def _int_list(text: str, option: str) -> List[int]:
         values = [int(v) for v in text.split(",") if v.strip()]
     except ValueError:
         raise UserInputError("{} takes comma-separated numbers, e.g. 1,8; got {!r}".format(option, text)) from None
-    if not values or min(values) < 1:
-        raise UserInputError("{} takes positive numbers, got {!r}".format(option, text))
+    if not values or not all(1 <= v <= MAX_BATCH for v in values):
+        raise UserInputError("{} takes numbers in 1..{}, got {!r}".format(option, MAX_BATCH, text))
     return values
 
 
@@ -38,9 +39,11 @@ def bench_cmd(
         typer.Option("--precisions", help="Precisions for model names: fp32; int8 for ONNX Runtime (calibrated on --data, else on synthetic images: speed only); fp16 for PyTorch with --device cuda (autocast). [default: fp32,int8; fp32 in the quick pass]", show_default=False),
     ] = None,
     device: Annotated[str, typer.Option("--device", help="Where PyTorch eager runs: cpu, or cuda (timed with CUDA events).")] = "cpu",
-    batch: Annotated[str, typer.Option("--batch", help="Batch sizes, comma-separated.")] = "1",
-    iters: Annotated[Optional[int], typer.Option("--iters", min=1, help="Timed iterations per row. [default: 20; 5 in the quick pass]", show_default=False)] = None,
-    warmup: Annotated[Optional[int], typer.Option("--warmup", min=0, help="Untimed iterations first. [default: 3; 1 in the quick pass]", show_default=False)] = None,
+    batch: Annotated[
+        Optional[str], typer.Option("--batch", help="Batch sizes, comma-separated (default 1; a fixed-batch artifact: its own).")
+    ] = None,
+    iters: Annotated[Optional[int], typer.Option("--iters", min=1, max=MAX_BENCH_ITERS, help="Timed iterations per row. [default: 20; 5 in the quick pass]", show_default=False)] = None,
+    warmup: Annotated[Optional[int], typer.Option("--warmup", min=0, max=MAX_BENCH_WARMUP, help="Untimed iterations first. [default: 3; 1 in the quick pass]", show_default=False)] = None,
     threads: ThreadsOpt = None,
     full: Annotated[
         bool,
@@ -74,7 +77,7 @@ def bench_cmd(
     settings = BenchSettings(
         runtimes=tuple(selected),
         precisions=tuple(p.strip() for p in precisions.split(",") if p.strip()) if precisions else default_precisions,
-        batches=tuple(_int_list(batch, "--batch")),
+        batches=tuple(_int_list(batch, "--batch")) if batch is not None else None,
         iters=iters or default_iters,
         warmup=default_warmup if warmup is None else warmup,
         threads=threads or os.cpu_count() or 1,

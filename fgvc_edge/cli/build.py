@@ -7,6 +7,7 @@ import typer
 from typing_extensions import Annotated
 
 from fgvc_edge.cli._common import (
+    BatchOpt,
     CheckpointOpt,
     ForceOpt,
     InputSizeOpt,
@@ -14,12 +15,13 @@ from fgvc_edge.cli._common import (
     ModeOpt,
     NumClassesOpt,
     OutputOpt,
+    check_artifact_output,
     console,
-    fail_if_exists_as_dir,
     print_json,
 )
 from fgvc_edge.cli._progress import progress_display
 from fgvc_edge.cli.calibrate import MethodOpt
+from fgvc_edge.contract.limits import MAX_BATCH
 from fgvc_edge.errors import UserInputError
 
 if TYPE_CHECKING:  # the engine is imported when a build runs, not when the CLI starts
@@ -38,10 +40,10 @@ def build_cmd(
     calib_data: Annotated[Optional[Path], typer.Option("--calib-data", help="Calibration image folder (--int8).")] = None,
     calib_method: MethodOpt = "minmax",
     calib_images: Annotated[int, typer.Option("--calib-images", help="Calibration images.")] = 512,
-    batch: Annotated[Optional[int], typer.Option("--batch", min=1, help="Fixed batch (default 1).")] = None,
-    min_batch: Annotated[Optional[int], typer.Option("--min-batch", min=1, help="Dynamic profile minimum.")] = None,
-    opt_batch: Annotated[Optional[int], typer.Option("--opt-batch", min=1, help="Dynamic profile optimum.")] = None,
-    max_batch: Annotated[Optional[int], typer.Option("--max-batch", min=1, help="Dynamic profile maximum.")] = None,
+    batch: BatchOpt = None,
+    min_batch: Annotated[Optional[int], typer.Option("--min-batch", min=1, max=MAX_BATCH, help="Dynamic profile minimum.")] = None,
+    opt_batch: Annotated[Optional[int], typer.Option("--opt-batch", min=1, max=MAX_BATCH, help="Dynamic profile optimum.")] = None,
+    max_batch: Annotated[Optional[int], typer.Option("--max-batch", min=1, max=MAX_BATCH, help="Dynamic profile maximum.")] = None,
     workspace: Annotated[Optional[float], typer.Option("--workspace", min=0.0, help="Builder workspace, GiB.")] = None,
     timing_cache: Annotated[Optional[Path], typer.Option("--timing-cache", help="Timing cache file (read+written).")] = None,
     dla_core: Annotated[Optional[int], typer.Option("--dla-core", min=0, help="Run on this DLA core (Jetson).")] = None,
@@ -62,7 +64,7 @@ def build_cmd(
     from fgvc_edge.engine import BuildSettings, CalibrationSettings, ModelOptions, TensorRTOptions, build
     from fgvc_edge.export.naming import RANDOM_WEIGHTS_NOTE
 
-    fail_if_exists_as_dir(output)
+    check_artifact_output(output)
     chosen = [name for name, flag in (("fp32", fp32), ("fp16", fp16), ("int8", int8)) if flag]
     if len(chosen) != 1:
         raise UserInputError("choose exactly one of --fp32, --fp16, --int8")

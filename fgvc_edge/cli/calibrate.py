@@ -5,7 +5,7 @@ from typing import Optional
 import typer
 from typing_extensions import Annotated
 
-from fgvc_edge.cli._common import JsonOpt, console, fail_if_exists_as_dir, print_json, renamed
+from fgvc_edge.cli._common import JsonOpt, check_artifact_output, console, print_json, renamed
 from fgvc_edge.cli._progress import progress_display
 
 DEFAULT_CALIB_IMAGES = 512
@@ -29,7 +29,7 @@ def calibrate_cmd(
     """Quantize ONNX_FILE to INT8 with calibration on images from --data (cached under calibration/)."""
     from fgvc_edge.precision import calibrate_onnx, select_images
 
-    fail_if_exists_as_dir(output)
+    check_artifact_output(output)
     num_images = renamed(calib_images, old_num_images, "--calib-images", "--num-images") or DEFAULT_CALIB_IMAGES
     count = len(select_images(str(data), num_images))  # refuses a bad folder before anything loads
     with progress_display() as display:

@@ -7,6 +7,7 @@ from typing_extensions import Annotated
 
 from fgvc_edge.cli._common import JsonOpt, ThreadsOpt, console, err_console, print_json, renamed
 from fgvc_edge.cli.train import DataOpt, DatasetOpt
+from fgvc_edge.contract.limits import MAX_BATCH
 
 
 def eval_cmd(
@@ -14,7 +15,7 @@ def eval_cmd(
     data: DataOpt,
     dataset: DatasetOpt = "auto",
     split: Annotated[str, typer.Option("--split", help="train or test (val: the held-out split, the same as test).")] = "test",
-    batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1, help="Batch (a fixed-batch artifact uses its own).")] = 32,
+    batch_size: Annotated[int, typer.Option("--batch-size", "-b", min=1, max=MAX_BATCH, help="Batch (a fixed-batch artifact uses its own).")] = 32,
     limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Evaluate this many images, spread over the split.")] = None,
     threads: ThreadsOpt = None,
     workers: Annotated[int, typer.Option("--workers", min=1, help="Image decoding threads.")] = 4,

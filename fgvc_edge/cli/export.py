@@ -11,9 +11,9 @@ from fgvc_edge.cli._common import (
     ModelArg,
     NumClassesOpt,
     OutputOpt,
+    check_artifact_output,
     console,
     err_console,
-    fail_if_exists_as_dir,
     print_json,
 )
 
@@ -37,7 +37,7 @@ def export_cmd(
     from fgvc_edge.models.configs import variant_kwargs
 
     variant = variant_kwargs(model, mode)  # a bad name or mode fails here, before torch loads
-    fail_if_exists_as_dir(output)
+    check_artifact_output(output)
     from fgvc_edge.export.naming import RANDOM_WEIGHTS_NOTE
     from fgvc_edge.export.onnx_export import export_onnx, parse_batch
     from fgvc_edge.models import create_model

@@ -22,9 +22,10 @@ def import_cmd(
     from fgvc_edge.models.configs import variant_kwargs
 
     variant = variant_kwargs(model, mode)  # a bad name or mode fails here, before torch loads
-    from fgvc_edge.checkpoint import save_checkpoint
+    from fgvc_edge.checkpoint import check_checkpoint_output, save_checkpoint
     from fgvc_edge.importers import import_official_checkpoint
 
+    check_checkpoint_output(str(output))
     with (err_console if as_json else console).status("importing {} …".format(official)):
         net = import_official_checkpoint(model, str(official), num_classes=num_classes, input_size=input_size,
                                          **variant)

@@ -48,7 +48,7 @@ def prune_cmd(
     """Prune MODEL's channels (classifier heads and unsafe structures excluded) and write a checkpoint (-o).
 
     Pruned weights need fine-tuning: --finetune-data DIR fine-tunes before saving (the run, with metrics and
-    curves, goes to OUTPUT/finetune) and reports top-1 before and after."""
+    curves, goes beside it to OUTPUT-finetune) and reports top-1 before and after."""
     from fgvc_edge.models.configs import variant_kwargs
 
     variant_kwargs(model, mode)  # a bad name or mode fails here, before torch loads
@@ -113,13 +113,14 @@ def prune_cmd(
 
 
 def _finetune(net: Any, data: Path, epochs: int, batch_size: Optional[int], output: Path, status: Any) -> Any:
-    """Fine-tune the pruned model in place, its run folder inside the output checkpoint folder."""
+    """Fine-tune the pruned model in place, its run folder beside the output checkpoint folder (a checkpoint
+    folder is written whole and swapped in, so it holds nothing else)."""
     from fgvc_edge.cli.train import RichReporter
     from fgvc_edge.train import finetune
 
     status.stop()  # the epoch progress bars take over the terminal
     with RichReporter() as reporter:
-        return finetune(net, str(data), epochs, out=os.path.join(str(output), "finetune"), batch_size=batch_size,
+        return finetune(net, str(data), epochs, out=os.path.normpath(str(output)) + "-finetune", batch_size=batch_size,
                         reporter=reporter)
 
 

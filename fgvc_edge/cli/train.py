@@ -18,6 +18,7 @@ from fgvc_edge.cli._common import (
     print_json,
     renamed,
 )
+from fgvc_edge.contract.limits import MAX_BATCH, MAX_SEED
 
 DatasetOpt = Annotated[
     str,
@@ -31,7 +32,7 @@ def train_cmd(
     data: DataOpt,
     dataset: DatasetOpt = "auto",
     epochs: Annotated[Optional[int], typer.Option("--epochs", min=1, help="Epochs (default: the recipe's).")] = None,
-    batch_size: Annotated[Optional[int], typer.Option("--batch-size", "-b", min=1, help="Per-process batch (default: the recipe's).")] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", "-b", min=1, max=MAX_BATCH, help="Per-process batch (default: the recipe's).")] = None,
     lr: Annotated[Optional[float], typer.Option("--lr", help="Main learning rate; the backbone keeps the recipe's ratio.")] = None,
     input_size: InputSizeOpt = None,
     mode: ModeOpt = None,
@@ -45,7 +46,7 @@ def train_cmd(
     stop_after: Annotated[Optional[int], typer.Option("--stop-after", min=1, help="End this session after that epoch (continue later with --resume).")] = None,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Run folder (default: runs/MODEL).")] = None,
     old_out: Annotated[Optional[Path], typer.Option("--out", hidden=True)] = None,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the data order, augmentation and initialisation.")] = 0,
+    seed: Annotated[int, typer.Option("--seed", min=0, max=MAX_SEED, help="Seed of the data order, augmentation and initialisation.")] = 0,
     workers: Annotated[int, typer.Option("--workers", min=0, help="Data loader worker processes.")] = 0,
     threads: ThreadsOpt = None,
     device: Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")] = "auto",

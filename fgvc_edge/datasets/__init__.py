@@ -48,6 +48,9 @@ def load_dataset(root: str, name: str = "auto") -> DatasetSplits:
     for split in ("train", "test"):
         if not data.split(split):
             raise UserInputError("{} data set at {}: the {} split has no images".format(name, data.root, split))
+    if data.num_classes < 2:
+        raise UserInputError("{} data set at {}: {} class; a classifier needs at least 2".format(
+            name, data.root, data.num_classes))
     labels = {label for _, label in data.train + data.test}
     if min(labels) < 0 or max(labels) >= data.num_classes:
         raise UserInputError("{} data set at {}: labels outside 0..{}".format(name, data.root, data.num_classes - 1))

@@ -5,8 +5,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from PIL import Image
 
-from fgvc_edge.errors import UserInputError, require
+from fgvc_edge._io import is_regular_file
 from fgvc_edge.contract.preprocess import to_rgb
+from fgvc_edge.errors import UserInputError, require
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".gif")
 
@@ -53,18 +54,32 @@ def need_file(root: str, relative: str, layout: str) -> str:
     return path
 
 
+def read_lines(path: str) -> List[str]:
+    """The lines of an annotation file, which must be UTF-8 text (the releases are ASCII)."""
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except OSError as exc:
+        raise UserInputError("cannot read {}: {}".format(path, exc.strerror or exc)) from None
+    try:
+        return data.decode("utf-8-sig").splitlines()
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise UserInputError("{}:{}: not UTF-8 text (byte 0x{:02x}); save the file as UTF-8".format(
+            path, line, data[exc.start])) from None
+
+
 def read_rows(path: str, fields: int) -> List[List[str]]:
     """Whitespace-separated rows; the last field keeps its inner spaces ("707-320", "Cessna 172")."""
     rows = []
-    with open(path, "r", encoding="utf-8") as fh:
-        for number, line in enumerate(fh, 1):
-            line = line.strip()
-            if not line:
-                continue
-            parts = line.split(None, fields - 1)
-            if len(parts) != fields:
-                raise UserInputError("{}:{}: expected {} fields, got {!r}".format(path, number, fields, line))
-            rows.append(parts)
+    for number, line in enumerate(read_lines(path), 1):
+        line = line.strip()
+        if not line:
+            continue
+        parts = line.split(None, fields - 1)
+        if len(parts) != fields:
+            raise UserInputError("{}:{}: expected {} fields, got {!r}".format(path, number, fields, line))
+        rows.append(parts)
     return rows
 
 
@@ -92,26 +107,35 @@ def mat_field(record: Any, name: str, path: str) -> Any:
         raise UserInputError("{} has no field {!r}".format(path, name)) from None
 
 
+def is_image_file(path: str) -> bool:
+    """An image by its suffix, a regular file (a FIFO named ``x.jpg`` would block a reader forever), and not an
+    archive's hidden metadata (``._x.jpg`` AppleDouble files)."""
+    name = os.path.basename(path)
+    return name.lower().endswith(IMAGE_SUFFIXES) and not name.startswith(".") and is_regular_file(path)
+
+
+def is_metadata_folder(name: str) -> bool:
+    """Folders archives and operating systems add, never classes: ``__MACOSX``, ``.DS_Store``-style dot folders."""
+    return name.startswith(".") or name == "__MACOSX"
+
+
 def list_images(folder: str) -> List[str]:
     """Image files directly in ``folder``, sorted by name."""
-    return sorted(
-        os.path.join(folder, name)
-        for name in os.listdir(folder)
-        if name.lower().endswith(IMAGE_SUFFIXES) and os.path.isfile(os.path.join(folder, name))
-    )
+    return sorted(p for p in (os.path.join(folder, name) for name in os.listdir(folder)) if is_image_file(p))
 
 
 def class_index(names: Sequence[str]) -> Dict[str, int]:
     return {name: i for i, name in enumerate(names)}
 
 
-def open_image(path: str) -> Optional[Image.Image]:
-    """The image as 8-bit RGB, or None when it is missing, truncated or not an image.
+def open_image(path: str, exif_transpose: bool = False) -> Optional[Image.Image]:
+    """The image as 8-bit RGB (upright by its EXIF orientation with ``exif_transpose``), or None when it is
+    missing, truncated, not an image or not a regular file.
 
     Readers never check every file up front (CUB has 12k images); the loaders skip and count what fails here.
     """
     try:
-        image = to_rgb(path)
+        image = to_rgb(path, exif_transpose=exif_transpose)
     except UserInputError:
         return None
     except Exception:  # PIL raises many types on corrupt data (SyntaxError, struct.error, DecompressionBombError…)

@@ -19,20 +19,26 @@ food11              training/, evaluation/   (CMAL-Net Table 1: 9,866 train / 3,
                     is not used); files ``<label>_<n>.jpg`` or one sub-folder per class
 imagefolder         train/<class>/…, test/<class>/… (``val/`` when there is no ``test/``)
 ==================  ======================================================================================
+
+Class folders: ``__MACOSX`` and dot folders (what archives and operating systems add) are skipped with a
+note; any other class folder without an image in ``train/`` is refused, as torchvision's ImageFolder refuses
+it, rather than becoming a class no image teaches. Only regular files are images.
 """
 import os
 from typing import Callable, Dict, List, Optional, Tuple
 
 from fgvc_edge.datasets.base import (
-    IMAGE_SUFFIXES,
     DatasetSplits,
     Sample,
     class_index,
+    is_image_file,
+    is_metadata_folder,
     list_images,
     load_mat,
     mat_field,
     need_file,
     parse_int,
+    read_lines,
     read_rows,
 )
 from fgvc_edge.errors import UserInputError
@@ -164,7 +170,7 @@ def detect_aircraft(root: str) -> Optional[str]:
 
 def read_aircraft(root: str) -> DatasetSplits:
     layout = "FGVC-Aircraft"
-    names = [line.strip() for line in _lines(need_file(root, "variants.txt", layout)) if line.strip()]
+    names = [line.strip() for line in read_lines(need_file(root, "variants.txt", layout)) if line.strip()]
     index = class_index(names)
     splits = []
     for split in ("trainval", "test"):
@@ -229,7 +235,7 @@ def read_food11(root: str) -> DatasetSplits:
 
 
 def _food11_split(folder: str) -> List[Sample]:
-    subfolders = sorted(d for d in os.listdir(folder) if os.path.isdir(os.path.join(folder, d)))
+    subfolders = _class_folders(folder)
     if subfolders:
         # Re-packaged releases: one folder per class, named by label ("0".."10") or by name.
         samples = []
@@ -268,14 +274,26 @@ def read_imagefolder(root: str) -> DatasetSplits:
     train_dir = need_file(root, "train", layout)
     test_name = "test" if os.path.isdir(os.path.join(root, "test")) else "val"
     test_dir = need_file(root, test_name, layout)
-    names = sorted(d for d in os.listdir(train_dir) if os.path.isdir(os.path.join(train_dir, d)))
+    names = _class_folders(train_dir)
     if not names:
         raise UserInputError("{} data set at {}: train/ has no class folders".format(layout, root))
-    extra = sorted(d for d in os.listdir(test_dir) if os.path.isdir(os.path.join(test_dir, d)) and d not in names)
+    extra = sorted(set(_class_folders(test_dir)) - set(names))
     if extra:
         raise UserInputError("{}/{} has classes that train/ lacks: {}".format(root, test_name, ", ".join(extra[:5])))
     train, test = _folder_samples(train_dir, names), _folder_samples(test_dir, names)
-    return DatasetSplits("imagefolder", root, names, train, test)
+    present = {label for _, label in train}
+    empty = [name for label, name in enumerate(names) if label not in present]
+    if empty:
+        raise UserInputError("{} data set at {}: class folder(s) {} in train/ hold no image; remove them or add "
+                             "images".format(layout, root, ", ".join(empty[:5])))
+    skipped = sorted({d for folder in (train_dir, test_dir) for d in os.listdir(folder)
+                      if is_metadata_folder(d) and os.path.isdir(os.path.join(folder, d))})
+    notes = ["skipped folder(s) {}: archive/system metadata, not classes".format(", ".join(skipped))] if skipped else []
+    return DatasetSplits("imagefolder", root, names, train, test, notes=notes)
+
+
+def _class_folders(folder: str) -> List[str]:
+    return sorted(d for d in os.listdir(folder) if os.path.isdir(os.path.join(folder, d)) and not is_metadata_folder(d))
 
 
 def _folder_samples(folder: str, names: List[str]) -> List[Sample]:
@@ -286,7 +304,9 @@ def _folder_samples(folder: str, names: List[str]) -> List[Sample]:
             continue
         for dirpath, dirnames, files in os.walk(class_dir):
             dirnames.sort()
-            samples += [(os.path.join(dirpath, f), label) for f in sorted(files) if f.lower().endswith(IMAGE_SUFFIXES)]
+            dirnames[:] = [d for d in dirnames if not is_metadata_folder(d)]
+            paths = (os.path.join(dirpath, f) for f in sorted(files))
+            samples += [(path, label) for path in paths if is_image_file(path)]
     return samples
 
 
@@ -312,11 +332,6 @@ def _first_with(root: str, subfolders: Tuple[str, ...], marker: str) -> Optional
         if os.path.exists(os.path.join(base, marker)):
             return base
     return None
-
-
-def _lines(path: str) -> List[str]:
-    with open(path, "r", encoding="utf-8") as fh:
-        return fh.read().splitlines()
 
 
 def _as_list(value: object) -> list:

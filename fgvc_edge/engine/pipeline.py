@@ -7,20 +7,19 @@ FP32 file; INT8 calibration keyed by file + images + preprocessing + method + co
 CLI and the Python API.
 """
 import os
-import shutil
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
-from fgvc_edge._io import atomic_path
+from fgvc_edge._io import check_output_file
 from fgvc_edge.caches import CALIBRATION_CACHE_DIR, EXPORT_CACHE_DIR
 from fgvc_edge.contract.preprocess import ImageLike
-from fgvc_edge.contract.sidecar import read_sidecar, write_sidecar
+from fgvc_edge.contract.sidecar import read_sidecar, sidecar_path, write_artifact, write_sidecar
 from fgvc_edge.engine.tensorrt_builder import BatchProfile, GpuInfo, TensorRTSettings, build_engine, check_settings, trt_version
 from fgvc_edge.errors import UserInputError
 from fgvc_edge.export.cache import ModelOptions, export_cached
 from fgvc_edge.export.naming import artifact_path, refuse_other_source
 from fgvc_edge.precision import SyntheticImages, calibrate_onnx, check_tensorrt_qdq, convert_fp16, is_quantized
-from fgvc_edge.precision._artifact import load_onnx, source_record
+from fgvc_edge.precision._artifact import copy_artifact, load_onnx, source_record
 
 PRECISIONS = ("fp32", "fp16", "int8")
 TARGETS = ("tensorrt", "onnxruntime")
@@ -123,6 +122,8 @@ def build(
         check_settings(trt_version(trt), settings.tensorrt_settings())
         gpu = GpuInfo(**gpu_info(cuda))
 
+    if output:
+        check_output_file(output, sidecar_path(output))
     result = BuildResult(path="", record={})
     if not _is_onnx_file(source):
         step("exporting {} to FP32 ONNX".format(source))
@@ -204,24 +205,23 @@ def _typed_onnx(fp32_path: str, settings: BuildSettings, result: BuildResult,
 
 # -- stage 3: deliverable ---------------------------------------------------------------------------
 def _deliver_onnx(typed: str, output: str, record: Dict[str, Any]) -> None:
-    if os.path.abspath(typed) != os.path.abspath(output):
-        with atomic_path(output) as tmp:
-            shutil.copyfile(typed, tmp)
     record["target"] = "onnxruntime"
-    write_sidecar(output, record)
+    if os.path.abspath(typed) == os.path.abspath(output):
+        write_sidecar(output, record)  # the file stays as it is: its sidecar alone gains the target
+    else:
+        record.update(copy_artifact(typed, output, record))
 
 
 def _deliver_engine(typed: str, output: str, record: Dict[str, Any], settings: TensorRTSettings, trt: Any,
                     gpu: GpuInfo, result: BuildResult) -> None:
     from fgvc_edge.engine.deepstream import write_deepstream_files
 
-    facts = build_engine(typed, output, settings, trt=trt, gpu=gpu)
     for onnx_only in ("opset", "simplified", "exporter", "cache_key", "fp16_check", "int8_check", "batch",
                       "input_shape", "sha256", "source_onnx_sha256"):
         record.pop(onnx_only, None)
-    record.update(facts)
     record["target"] = "tensorrt"
-    write_sidecar(output, record)
+    # The engine is built into the pair's temporary file, so it and its sidecar appear together.
+    record.update(write_artifact(output, lambda tmp: build_engine(typed, tmp, settings, trt=trt, gpu=gpu), record))
     result.extra_files.extend(write_deepstream_files(output, record))
 
 

@@ -46,6 +46,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
 from fgvc_edge._io import atomic_path, sha256_file
+from fgvc_edge.contract.limits import MAX_BATCH
 from fgvc_edge.errors import FgvcError, UserInputError
 
 # ONNX ops whose TensorRT implementation lives in the plugin library (libnvinfer_plugin).
@@ -64,10 +65,9 @@ class BatchProfile:
     max: int = 1
 
     def __post_init__(self) -> None:
-        if not 1 <= self.min <= self.opt <= self.max:
-            raise UserInputError(
-                "batch profile needs 1 <= min <= opt <= max, got {}/{}/{}".format(self.min, self.opt, self.max)
-            )
+        if not 1 <= self.min <= self.opt <= self.max <= MAX_BATCH:
+            raise UserInputError("batch profile needs 1 <= min <= opt <= max <= {}, got {}/{}/{}".format(
+                MAX_BATCH, self.min, self.opt, self.max))
 
     @classmethod
     def fixed(cls, batch: int) -> "BatchProfile":

@@ -23,7 +23,8 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 
 import numpy as np
 
-from fgvc_edge._io import atomic_path, refuse_file_in_the_way, write_json
+from fgvc_edge._io import atomic_path, check_output_dir, write_json
+from fgvc_edge.contract.limits import MAX_BATCH
 from fgvc_edge.datasets import DatasetSplits, Sample, load_dataset, open_image
 from fgvc_edge.errors import UserInputError
 from fgvc_edge.evaluate.backends import CHECKPOINT_FILES, Backend, is_checkpoint, open_backend
@@ -79,9 +80,9 @@ def evaluate_artifacts(
     """Top-1/top-5/per-class accuracy of every artifact on ``split`` of the data set at ``data``."""
     if not artifacts:
         raise UserInputError("give at least one artifact (checkpoint folder, .onnx or .engine)")
-    if batch_size < 1:
-        raise UserInputError("--batch-size must be >= 1, got {}".format(batch_size))
-    refuse_file_in_the_way(out, out)  # before minutes of evaluation, not after
+    if not 1 <= batch_size <= MAX_BATCH:
+        raise UserInputError("--batch-size must be in 1..{}, got {}".format(MAX_BATCH, batch_size))
+    check_output_dir(out)  # before the evaluation, not after it
     splits = load_dataset(data, dataset)
     samples = splits.split(split)
     if limit is not None:
@@ -165,7 +166,7 @@ def _batches(
     """(arrays, labels, unreadable paths) per ``batch`` readable images, in file order."""
 
     def load(sample: Sample) -> Optional[np.ndarray]:
-        image = open_image(sample[0])
+        image = open_image(sample[0], exif_transpose=preprocess.exif_transpose)
         return None if image is None else preprocess(image)
 
     arrays: List[np.ndarray] = []
@@ -191,8 +192,12 @@ def check_classes(backend: Backend, splits: DatasetSplits) -> None:
     if backend.num_classes is not None and backend.num_classes != splits.num_classes:
         raise UserInputError("{} has {} classes; the data set at {} has {}".format(
             backend.path, backend.num_classes, splits.root, splits.num_classes))
-    if backend.class_names and list(backend.class_names) != list(splits.class_names):
-        first = next(i for i, (a, b) in enumerate(zip(backend.class_names, splits.class_names)) if a != b)
+    names = list(backend.class_names or [])
+    if names and len(names) != splits.num_classes:
+        raise UserInputError("{} names {} classes; the data set at {} has {}".format(
+            backend.path, len(names), splits.root, splits.num_classes))
+    if names and names != list(splits.class_names):
+        first = next(i for i, (a, b) in enumerate(zip(names, splits.class_names)) if a != b)
         raise UserInputError("{}'s class {} is {!r}, the data set's is {!r}: not the data set it was trained on".format(
             backend.path, first, backend.class_names[first], splits.class_names[first]))
 

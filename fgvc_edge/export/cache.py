@@ -1,15 +1,17 @@
 """The export stage's cache: a registry model → FP32 ONNX, reused while nothing that reaches the file changed.
 
-Keyed by content (model name, constructor arguments, class count, input size, batch, opset, weights,
-checkpoint, torch version, exporter revision), so a later stage asks for "this model as FP32 ONNX" and
-gets a file without exporting twice. A random-init model is built under a fixed seed, so its weights —
-and cache key — are reproducible.
+Keyed by content — everything that reaches the file or its sidecar: model name, constructor arguments,
+variant, class count and names, input size and preprocessing, batch, opset, weights, checkpoint, torch,
+fgvc-edge and exporter revision — so a later stage asks for "this model as FP32 ONNX" and gets a file without
+exporting twice, and an edited checkpoint record (class names, mean/std) is exported again. A random-init
+model is built under a fixed seed, so its weights — and cache key — are reproducible.
 """
 import hashlib
 import os
 from dataclasses import dataclass
 from typing import Any, Optional, Tuple, Union
 
+from fgvc_edge._version import __version__
 from fgvc_edge.contract.sidecar import write_sidecar
 
 
@@ -46,11 +48,13 @@ def export_cached(name: str, options: ModelOptions, *, batch: Union[int, str], l
         model = create_model(name, num_classes=options.num_classes, checkpoint=options.checkpoint,
                              input_size=options.input_size, **kwargs)
     checkpoint = options.checkpoint
-    key = digest({"model": name, "args": model.model_args, "num_classes": model.config.num_classes,
-                  "input_size": model.config.input_size, "batch": batch, "opset": DEFAULT_OPSET,
-                  "weights": _state_digest(model), "checkpoint": str(checkpoint) if checkpoint else None,
-                  "torch": torch.__version__, "export_revision": EXPORT_REVISION})
     variant = getattr(model, "variant", None)
+    key = digest({"model": name, "args": model.model_args, "variant": variant,
+                  "num_classes": model.config.num_classes, "class_names": getattr(model, "class_names", None),
+                  "input_size": model.config.input_size, "preprocess": model.config.preprocess.to_dict(),
+                  "batch": batch, "opset": DEFAULT_OPSET, "weights": _state_digest(model),
+                  "checkpoint": str(checkpoint) if checkpoint else None, "torch": torch.__version__,
+                  "fgvc_edge": __version__, "export_revision": EXPORT_REVISION})
     stem = name + ("-" + variant.replace("+", "_") if variant else "")
     path = os.path.join(intermediate_dir, "{}-fp32-{}-{}.onnx".format(stem, label, key[:16]))
     if cached_record(path, key) is not None:

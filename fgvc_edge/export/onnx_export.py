@@ -5,6 +5,7 @@ opset ≤ 17, and torch 2.14's dynamo exporter starts at opset 18 and fails to c
 The graph is simplified with onnxsim, validated with ``onnx.checker``, and accepted only when ONNX Runtime
 reproduces PyTorch: relative L2 error of the logits ≤ 1e-4 and the same top-1 on every sample.
 """
+import io
 import json
 import logging
 import warnings
@@ -15,10 +16,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from fgvc_edge._io import atomic_path, sha256_file
+from fgvc_edge._io import check_output_file
 from fgvc_edge._version import __version__
+from fgvc_edge.contract.limits import MAX_BATCH
+from fgvc_edge.contract.sidecar import METADATA_KEY, SCHEMA_VERSION, sidecar_path, write_artifact
 from fgvc_edge.errors import FgvcError, UserInputError, library_stage, require
-from fgvc_edge.contract.sidecar import METADATA_KEY, SCHEMA_VERSION, write_sidecar
 from fgvc_edge.export.naming import artifact_path, batch_label, checkpoint_sha256, refuse_other_source
 
 log = logging.getLogger(__name__)
@@ -69,8 +71,8 @@ def parse_batch(batch: Batch) -> Batch:
         if not batch.isdigit():
             raise UserInputError("--batch takes a positive number or 'dynamic', not {!r}".format(batch))
         batch = int(batch)
-    if batch < 1:
-        raise UserInputError("--batch must be >= 1, got {}".format(batch))
+    if not 1 <= batch <= MAX_BATCH:
+        raise UserInputError("--batch must be in 1..{} or 'dynamic', got {}".format(MAX_BATCH, batch))
     return batch
 
 
@@ -175,6 +177,7 @@ def export_onnx(
     config = model.config
     source = provenance(model, checkpoint)
     output = output or default_onnx_path(config.name, source["variant"], checkpoint=checkpoint, batch=batch)
+    check_output_file(output, sidecar_path(output))
     refuse_other_source(output, source, force)
     if config.batch_dependent and batch == "dynamic":
         raise UserInputError("{}'s output depends on the batch: export it with a fixed --batch".format(config.name))
@@ -184,54 +187,52 @@ def export_onnx(
     generator = torch.Generator().manual_seed(seed)
     dummy = torch.randn(trace_batch, 3, size, size, generator=generator)
 
-    with atomic_path(output) as tmp:
-        _torch_export(model, dummy, tmp, batch=batch, opset=opset)
-        proto = onnx.load(tmp)
-        if simplify:
-            proto = _simplify(proto)
-        with library_stage("onnx.checker"):
-            onnx.checker.check_model(proto, full_check=True)
-        record = model_record(model, source=source)
-        record.update(
-            {
-                "format": "onnx",
-                "precision": "fp32",
-                "input_name": "input",
-                "output_name": "logits",
-                "batch": batch,
-                "input_shape": ["batch" if batch == "dynamic" else batch, 3, size, size],
-                "opset": opset,
-                "simplified": bool(simplify),
-                "exporter": "torch.onnx (TorchScript) {}".format(torch.__version__),
-                "int8_float_scopes": _present_scopes(proto, int8_float_scopes(model)),
-            }
-        )
-        parity = _check_parity(model, proto, batch=batch, size=size, samples=parity_samples, seed=seed + 1)
-        record["parity"] = asdict(parity)
-        if not parity.passed:
-            raise ParityError(
-                "ONNX Runtime disagrees with PyTorch for {}: relative error {:.2e} (limit {:.0e}), "
-                "top-1 agreement {:.0%}; nothing written".format(
-                    config.name, parity.rel_error, parity.tolerance, parity.top1_agreement
-                )
+    proto = onnx.load_model_from_string(_torch_export(model, dummy, batch=batch, opset=opset))
+    if simplify:
+        proto = _simplify(proto)
+    with library_stage("onnx.checker"):
+        onnx.checker.check_model(proto, full_check=True)
+    record = model_record(model, source=source)
+    record.update(
+        {
+            "format": "onnx",
+            "precision": "fp32",
+            "input_name": "input",
+            "output_name": "logits",
+            "batch": batch,
+            "input_shape": ["batch" if batch == "dynamic" else batch, 3, size, size],
+            "opset": opset,
+            "simplified": bool(simplify),
+            "exporter": "torch.onnx (TorchScript) {}".format(torch.__version__),
+            "int8_float_scopes": _present_scopes(proto, int8_float_scopes(model)),
+        }
+    )
+    parity = _check_parity(model, proto, batch=batch, size=size, samples=parity_samples, seed=seed + 1)
+    record["parity"] = asdict(parity)
+    if not parity.passed:
+        raise ParityError(
+            "ONNX Runtime disagrees with PyTorch for {}: relative error {:.2e} (limit {:.0e}), "
+            "top-1 agreement {:.0%}; nothing written".format(
+                config.name, parity.rel_error, parity.tolerance, parity.top1_agreement
             )
-        _set_metadata(proto, record)
-        onnx.save(proto, tmp)
-    digest = sha256_file(output)
-    record["sha256"] = digest
-    sidecar = write_sidecar(output, record)
+        )
+    _set_metadata(proto, record)
+    record = write_artifact(output, lambda tmp: onnx.save(proto, tmp), record)
+    sidecar, digest = sidecar_path(output), record["sha256"]
     return ExportResult(path=output, sidecar=sidecar, sha256=digest, parity=parity, record=record)
 
 
-def _torch_export(model: nn.Module, dummy: torch.Tensor, path: str, *, batch: Batch, opset: int) -> None:
+def _torch_export(model: nn.Module, dummy: torch.Tensor, *, batch: Batch, opset: int) -> bytes:
+    """The serialized graph, exported in memory (nothing is on disk before parity holds)."""
     dynamic_axes = {"input": {0: "batch"}, "logits": {0: "batch"}} if batch == "dynamic" else None
+    buffer = io.BytesIO()
     with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
         warnings.simplefilter("ignore")
         with library_stage("ONNX export of {} (torch.onnx)".format(model.config.name)):
             torch.onnx.export(
                 model,
                 (dummy,),
-                path,
+                buffer,
                 input_names=["input"],
                 output_names=["logits"],
                 opset_version=opset,
@@ -239,6 +240,7 @@ def _torch_export(model: nn.Module, dummy: torch.Tensor, path: str, *, batch: Ba
                 do_constant_folding=True,
                 dynamo=False,
             )
+    return buffer.getvalue()
 
 
 def _simplify(proto: Any) -> Any:

@@ -4,6 +4,7 @@ from dataclasses import replace
 from typing import Any, Optional
 
 from fgvc_edge.checkpoint import load_state_strict, read_checkpoint
+from fgvc_edge.contract.limits import MAX_INPUT_SIZE
 from fgvc_edge.contract.preprocess import Preprocess
 from fgvc_edge.errors import UserInputError
 from fgvc_edge.models._registry import get_builder
@@ -47,12 +48,15 @@ def create_model(
     config = get_model_config(name)
     if num_classes is not None and num_classes < 1:
         raise UserInputError("num_classes must be >= 1, got {}".format(num_classes))
-    if input_size is not None and input_size < config.min_input_size:
-        raise UserInputError("{} needs an input size >= {}, got {}".format(name, config.min_input_size, input_size))
+    if input_size is not None and not config.min_input_size <= input_size <= MAX_INPUT_SIZE:
+        raise UserInputError("{} needs an input size in {}..{}, got {}".format(
+            name, config.min_input_size, MAX_INPUT_SIZE, input_size))
     config = config.with_overrides(num_classes=num_classes, input_size=input_size)
     try:
         model = get_builder(name)(num_classes=config.num_classes, **kwargs)
-    except TypeError as exc:
+    except UserInputError:
+        raise
+    except (TypeError, ValueError) as exc:  # arguments from a record: unknown names, wrong types or values
         raise UserInputError("bad arguments for {}: {}".format(name, exc)) from None
     model.config = config
     model.model_args = dict(kwargs)

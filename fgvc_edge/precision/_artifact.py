@@ -1,21 +1,24 @@
 """Reading an ONNX artifact's record and writing typed ONNX files with theirs (sidecar + metadata_props)."""
 import json
 import os
+import shutil
 from dataclasses import dataclass
 from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 
-from fgvc_edge._io import atomic_path, sha256_file
-from fgvc_edge.errors import UserInputError, not_a_file, require
+from fgvc_edge._io import sha256_file
 from fgvc_edge.contract.preprocess import Preprocess
 from fgvc_edge.contract.sidecar import (
     METADATA_KEY,
+    REBUILD_HINT,
     SCHEMA_VERSION,
+    check_digest,
     onnx_metadata_record,
     read_sidecar,
-    write_sidecar,
+    write_artifact,
 )
+from fgvc_edge.errors import UserInputError, not_a_file, require
 
 
 @dataclass
@@ -45,6 +48,8 @@ def source_record(path: str, proto: Any = None) -> Dict[str, Any]:
     if record is None:
         proto = proto if proto is not None else load_onnx(path)
         record = onnx_metadata_record([(p.key, p.value) for p in proto.metadata_props])
+    else:
+        check_digest(path, record)
     if not record or not record.get("preprocess"):
         raise UserInputError(
             "{} has no preprocessing record (no {}.json sidecar, no fgvc_edge metadata): "
@@ -71,7 +76,7 @@ def graph_io(proto: Any) -> Tuple[str, str, Optional[int], int]:
 
 
 def save_typed_onnx(proto: Any, path: str, record: Dict[str, Any]) -> Dict[str, Any]:
-    """Write ``proto`` with ``record`` in its metadata (atomically), then the sidecar with its sha256."""
+    """Write ``proto`` with ``record`` in its metadata and its sidecar (with its sha256), as one pair."""
     onnx = require("onnx", "toolkit")
     facts = {"schema_version": SCHEMA_VERSION}
     facts.update(record)
@@ -80,12 +85,21 @@ def save_typed_onnx(proto: Any, path: str, record: Dict[str, Any]) -> Dict[str, 
     entry = proto.metadata_props.add()
     entry.key = METADATA_KEY
     entry.value = json.dumps(facts, sort_keys=True, default=str)
-    with atomic_path(path) as tmp:
-        onnx.save(proto, tmp)
-    record = dict(record)
-    record["sha256"] = sha256_file(path)
-    write_sidecar(path, record)
-    return record
+    return write_artifact(path, lambda tmp: onnx.save(proto, tmp), record)
+
+
+def copy_artifact(source: str, target: str, record: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """Copy an artifact with its sidecar as one pair (``record``: the sidecar to give the copy, default the
+    source's); refuses a source whose sidecar does not describe it."""
+    record = dict(record if record is not None else read_sidecar(source) or {})
+
+    def copy(tmp: str) -> None:
+        shutil.copyfile(source, tmp)
+        if record.get("sha256") not in (None, sha256_file(tmp)):
+            raise UserInputError("{}.json does not belong to {} (sha256 differs){}".format(
+                source, source, REBUILD_HINT))
+
+    return write_artifact(target, copy, record)
 
 
 def compare_outputs(reference: np.ndarray, candidate: np.ndarray) -> Dict[str, float]:

@@ -9,9 +9,11 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
 import numpy as np
 from PIL import Image
 
-from fgvc_edge.errors import UserInputError
+from fgvc_edge._io import is_regular_file
 from fgvc_edge.contract.preprocess import ImageLike, Preprocess
+from fgvc_edge.errors import UserInputError
 from fgvc_edge.runtime.images import IMAGE_SUFFIXES
+
 # Below this many images the activation ranges are dominated by single images; refuse rather than
 # produce an INT8 model whose accuracy depends on which 3 images happened to be there.
 MIN_CALIBRATION_IMAGES = 8
@@ -24,7 +26,9 @@ def find_images(folder: str) -> List[str]:
     found = []
     for root, dirs, files in os.walk(folder):
         dirs.sort()
-        found.extend(os.path.join(root, f) for f in sorted(files) if f.lower().endswith(IMAGE_SUFFIXES))
+        # Only regular files: a FIFO named like an image would block the reader forever.
+        paths = (os.path.join(root, f) for f in sorted(files) if f.lower().endswith(IMAGE_SUFFIXES))
+        found.extend(path for path in paths if is_regular_file(path))
     return found
 
 

@@ -25,20 +25,19 @@ import contextlib
 import io
 import logging
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from fgvc_edge._io import atomic_path, sha256_file
+from fgvc_edge._io import check_output_file, private_tempdir, sha256_file
 from fgvc_edge.caches import CALIBRATION_CACHE_DIR
-from fgvc_edge.contract.sidecar import cached_record, digest
+from fgvc_edge.contract.sidecar import cached_record, digest, sidecar_path
 from fgvc_edge.errors import UserInputError, library_stage, require
 from fgvc_edge.precision._artifact import (
     TypedOnnx,
     compare_outputs,
+    copy_artifact,
     graph_io,
     load_onnx,
     record_preprocess,
@@ -149,6 +148,8 @@ def calibrate_onnx(
     An unchanged model, image set, preprocessing, method, count and target reuse it (unless ``force``).
     """
     settings = quantizer_settings(target, method)
+    if output:
+        check_output_file(output, sidecar_path(output))
     proto = load_onnx(onnx_path)
     record = source_record(onnx_path, proto)
     if record.get("precision") not in (None, "fp32"):
@@ -160,27 +161,31 @@ def calibrate_onnx(
     stem = os.path.splitext(os.path.basename(onnx_path))[0]
     cache_path = os.path.join(cache_dir, "{}-int8-{}-{}.onnx".format(stem, target, key[:16]))
 
-    cached = None if force else cached_record(cache_path, key)
-    if cached is None:
-        quantization = dict(method=method, target=target, num_images=len(images), cache_key=key)
-        quantized, cached = _quantize(onnx_path, proto, record, images, settings, quantization, on_batch)
-        cached.update({"cache_key": key, "source_onnx_sha256": model_sha})
-        cached = save_typed_onnx(quantized, cache_path, cached)
-        hit = False
-    else:
-        hit = True
-    path = cache_path
-    if output and os.path.abspath(output) != os.path.abspath(cache_path):
-        path = copy_artifact(cache_path, output)
+    # One calibration per cache entry at a time: a second process waits, then reuses the first one's result.
+    with _entry_lock(cache_path):
+        cached = None if force else cached_record(cache_path, key)
+        hit = cached is not None
+        if cached is None:
+            quantization = dict(method=method, target=target, num_images=len(images), cache_key=key)
+            quantized, cached = _quantize(onnx_path, proto, record, images, settings, quantization, on_batch)
+            cached.update({"cache_key": key, "source_onnx_sha256": model_sha})
+            cached = save_typed_onnx(quantized, cache_path, cached)
+        path = cache_path
+        if output and os.path.abspath(output) != os.path.abspath(cache_path):
+            copy_artifact(cache_path, output)
+            path = output
     return CalibrationResult(path=path, record=cached, cache_hit=hit, cache_path=cache_path)
 
 
-def copy_artifact(source: str, target: str) -> str:
-    """Copy an ONNX file and its sidecar (the sidecar last: a reader never sees a sidecar without its file)."""
-    for src, dst in ((source, target), (source + ".json", target + ".json")):
-        with atomic_path(dst) as tmp:
-            shutil.copyfile(src, tmp)
-    return target
+@contextlib.contextmanager
+def _entry_lock(cache_path: str) -> Iterator[None]:
+    filelock = require("filelock", "toolkit")
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(cache_path)), exist_ok=True)
+    except OSError as exc:
+        raise UserInputError("cannot write {}: {}".format(cache_path, exc.strerror or exc)) from None
+    with filelock.FileLock(cache_path + ".lock"):
+        yield
 
 
 def _quantize(
@@ -203,8 +208,10 @@ def _quantize(
     options["extra_options"] = dict(settings["extra_options"], CalibStridedMinMax=stride)
     options["nodes_to_exclude"] = float_nodes(proto, record.get("int8_float_scopes") or ())
     options["op_types_to_quantize"] = quantized_op_types(proto, options["nodes_to_exclude"])
-    with tempfile.TemporaryDirectory(prefix="fgvc-calib-") as tmp:
+    with private_tempdir("fgvc-calib-") as tmp:
         quantized = os.path.join(tmp, "int8.onnx")
+        # quantize_static is given the graph, not the file: with a path it writes (and deletes)
+        # `<stem>-inferred.onnx` beside it, which concurrent calibrations or a read-only folder would trip on.
         prepared = unshared_for_int8(proto, options["nodes_to_exclude"], options["op_types_to_quantize"])
         # ORT's histogram collector prints to stdout and its quantizer logs a pre-processing hint on the root
         # logger (our graphs are already onnxsim-simplified with BatchNorm folded); the CLI draws its own bar.

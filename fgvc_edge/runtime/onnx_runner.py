@@ -6,7 +6,7 @@ import numpy as np
 
 from fgvc_edge.errors import UserInputError, not_a_file, require
 from fgvc_edge.runtime.base import Runner
-from fgvc_edge.contract.sidecar import onnx_metadata_record, read_sidecar
+from fgvc_edge.contract.sidecar import check_digest, check_graph, onnx_metadata_record, read_sidecar
 
 # Preferred order when the caller names none: the fastest provider that this onnxruntime build has.
 PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
@@ -50,12 +50,17 @@ class OnnxRunner(Runner):
         record = read_sidecar(path)
         if record is None:
             record = onnx_metadata_record(self.session.get_modelmeta().custom_metadata_map.items())
-        super().__init__(path, record)
+        else:
+            check_digest(path, record)
         inputs = self.session.get_inputs()
         outputs = self.session.get_outputs()
         self.input_name = inputs[0].name
         self.output_name = outputs[0].name
         self._input_shape = list(inputs[0].shape)
+        if record is not None:
+            check_graph(path, record, image_size=_dim(self._input_shape, -1), outputs=_dim(outputs[0].shape, -1),
+                        batch=self.fixed_batch)
+        super().__init__(path, record)
         self.providers: List[str] = self.session.get_providers()
 
     @property
@@ -71,3 +76,9 @@ class OnnxRunner(Runner):
 
     def describe(self) -> Dict[str, Any]:
         return {"runtime": "onnxruntime", "providers": self.providers, "path": self.path}
+
+
+def _dim(shape: Sequence[Any], index: int) -> Optional[int]:
+    """A fixed dimension of a graph shape, or None when it is symbolic."""
+    value = shape[index] if shape else None
+    return value if isinstance(value, int) and value > 0 else None

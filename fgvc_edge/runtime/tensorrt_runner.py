@@ -33,6 +33,7 @@ A Jetson camera loop (OpenCV built with GStreamer, as JetPack ships it)::
             best = runner.predict([frame[:, :, ::-1]], topk=1)[0][0]   # BGR → RGB
             print(best.label, round(best.prob, 3), runner.last_gpu_ms)
 """
+import hashlib
 import logging
 import os
 from typing import Any, Dict, Optional, Tuple
@@ -41,7 +42,7 @@ import numpy as np
 
 from fgvc_edge.errors import FgvcError, UserInputError
 from fgvc_edge.runtime.base import Runner
-from fgvc_edge.contract.sidecar import read_sidecar
+from fgvc_edge.contract.sidecar import check_digest, check_graph, read_sidecar
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +162,9 @@ class TensorRTRunner(Runner):
             # Version-compatible plans embed the lean runtime (host code); only our own sidecar'd builds get here.
             self._runtime.engine_host_code_allowed = True
         with open(path, "rb") as fh:
-            self._engine = self._runtime.deserialize_cuda_engine(fh.read())
+            plan = fh.read()
+        check_digest(path, self.record, hashlib.sha256(plan).hexdigest())  # hashed once, the bytes loaded
+        self._engine = self._runtime.deserialize_cuda_engine(plan)
         if self._engine is None:
             raise UserInputError("TensorRT {} cannot load {}: rebuild it here with `fgvc-edge build`".format(
                 trt.__version__, path))
@@ -185,6 +188,9 @@ class TensorRTRunner(Runner):
             self._fixed: Optional[int] = None
         else:
             self._min_batch = self._max_batch = self._fixed = int(shape[0])
+        classes = tuple(engine.get_tensor_shape(self.output_name))[-1]
+        check_graph(path, self.record, image_size=int(shape[-1]) if shape[-1] > 0 else None,
+                    outputs=int(classes) if classes > 0 else None, batch=self._fixed)
         self._exec = engine.create_execution_context()
         self._set_input_shape(self._max_batch)
         for name in [self.input_name] + outputs:

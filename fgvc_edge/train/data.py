@@ -28,18 +28,20 @@ _INTERPOLATION = {
 
 
 class ImageDataset(Dataset):
-    """(path, label) samples through ``transform``; item = (tensor, label, index), tensor None if unreadable."""
+    """(path, label) samples through ``transform``; item = (tensor, label, index), tensor None if unreadable.
+    Images are turned upright by their EXIF orientation when the model's preprocessing says so."""
 
-    def __init__(self, samples: Sequence[Sample], transform: Callable[[Any], Any]) -> None:
+    def __init__(self, samples: Sequence[Sample], transform: Callable[[Any], Any], exif_transpose: bool) -> None:
         self.samples = list(samples)
         self.transform = transform
+        self.exif_transpose = exif_transpose
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def __getitem__(self, index: int) -> Tuple[Optional[torch.Tensor], int, int]:
         path, label = self.samples[index]
-        image = open_image(path)
+        image = open_image(path, exif_transpose=self.exif_transpose)
         if image is None:
             return None, label, index
         tensor = self.transform(image)
@@ -101,7 +103,7 @@ def train_loader(
     workers: int = 0,
 ) -> Tuple[DataLoader, DistributedSampler, torch.Generator]:
     """Shuffled, sharded, last incomplete batch dropped (BatchNorm1d heads and RBI need full batches)."""
-    dataset = ImageDataset(samples, train_transform(preprocess, augment))
+    dataset = ImageDataset(samples, train_transform(preprocess, augment), preprocess.exif_transpose)
     per_rank = len(dataset) // world_size
     if per_rank < batch_size:
         raise UserInputError(
@@ -131,7 +133,7 @@ def eval_loader(
     """Every ``world_size``-th sample from ``rank`` with the deployment preprocessing, in file order — or in one
     fixed shuffled order (``shuffle_seed``) for a batch-dependent model, whose batch mates must not all share
     the class that a sorted file list gives them (RBI evaluates "on the shuffled validation set")."""
-    dataset = ImageDataset(samples, preprocess)
+    dataset = ImageDataset(samples, preprocess, preprocess.exif_transpose)
     order = list(range(len(dataset)))
     if shuffle_seed is not None:
         order = np.random.default_rng(shuffle_seed).permutation(len(dataset)).tolist()

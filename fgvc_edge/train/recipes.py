@@ -78,8 +78,8 @@ class Recipe:
         """The recipe at main rate ``lr``; the backbone keeps its ratio to the main rate."""
         if lr is None:
             return self
-        if lr <= 0:
-            raise UserInputError("--lr must be > 0, got {}".format(lr))
+        if not (math.isfinite(lr) and lr > 0):
+            raise UserInputError("--lr must be a finite number > 0, got {}".format(lr))
         backbone = None if self.backbone_lr is None else self.backbone_lr * lr / self.lr
         return replace(self, lr=lr, backbone_lr=backbone)
 

@@ -1,24 +1,23 @@
-"""Training state for exact resume: RNG states as tensors/primitives, and whole-folder atomic checkpoints.
+"""Training state for exact resume: RNG states as tensors/primitives.
 
 Everything stored in ``training_state.pt`` loads with ``torch.load(weights_only=True)``: the optimizer and
 scheduler state dicts (tensors, numbers, lists), the epoch, the history of metrics, and each process's RNG
 state — torch CPU (a uint8 tensor), CUDA, numpy's MT19937 (keys as an int64 tensor) and Python's ``random``
 (a list of ints).
 
-A run folder's ``last`` checkpoint is written as ``last.tmp`` and swapped in with two renames, so the weights
-and the training state of one epoch always travel together: a crash leaves the previous ``last`` (or, between
-the renames, ``last.old``, which :func:`last_checkpoint` picks up).
+A run folder's ``last`` checkpoint is written whole by :func:`fgvc_edge.checkpoint.save_checkpoint` (a
+temporary folder swapped in), so the weights and the training state of one epoch always travel together and
+a crash leaves the previous ``last``.
 """
 import os
 import random
-import shutil
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Optional
 
 import numpy as np
 import torch
-from torch import nn
 
-from fgvc_edge.checkpoint import save_checkpoint
+from fgvc_edge._io import recover_dir
+from fgvc_edge.checkpoint import RECORD_FILE
 
 
 def capture_rng() -> Dict[str, Any]:
@@ -56,25 +55,7 @@ def restore_rng(state: Dict[str, Any]) -> None:
     random.setstate((py_state["version"], tuple(py_state["keys"]), py_state["gauss"]))
 
 
-def save_folder_atomically(
-    model: nn.Module, folder: str, *, class_names: Optional[List[str]], training_state: Optional[Dict[str, Any]]
-) -> str:
-    """save_checkpoint into ``folder`` as one unit: written beside it, then swapped in."""
-    folder = os.path.abspath(folder)
-    tmp, old = folder + ".tmp", folder + ".old"
-    shutil.rmtree(tmp, ignore_errors=True)
-    save_checkpoint(model, tmp, class_names=class_names, training_state=training_state)
-    if os.path.exists(folder):
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(folder, old)
-    os.replace(tmp, folder)
-    shutil.rmtree(old, ignore_errors=True)
-    return folder
-
-
 def last_checkpoint(folder: str) -> Optional[str]:
-    """``folder``, or the ``.old`` copy a crash between the two renames left, or None."""
-    for candidate in (folder, folder + ".old"):
-        if os.path.exists(os.path.join(candidate, "fgvc.json")):
-            return candidate
-    return None
+    """``folder`` when it holds a checkpoint (restored first if a crash interrupted its swap), else None."""
+    recover_dir(folder)
+    return folder if os.path.exists(os.path.join(folder, RECORD_FILE)) else None

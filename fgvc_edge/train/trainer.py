@@ -15,6 +15,7 @@ N/2 + ``--resume`` N/2 give the same parameters, bit for bit, on the same machin
 """
 import dataclasses
 import logging
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -24,8 +25,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fgvc_edge._io import read_json, write_json
-from fgvc_edge.checkpoint import load_training_state
+from fgvc_edge._io import check_output_dir, read_json, write_json
+from fgvc_edge.checkpoint import load_training_state, save_checkpoint
+from fgvc_edge.contract.limits import MAX_BATCH, MAX_INPUT_SIZE, MAX_SEED
 from fgvc_edge.datasets import DatasetSplits, load_dataset
 from fgvc_edge.errors import UserInputError
 from fgvc_edge.evaluate.core import EVAL_SHUFFLE_SEED
@@ -42,11 +44,13 @@ from fgvc_edge.train.distributed import (
 )
 from fgvc_edge.train.losses import TrainingModule
 from fgvc_edge.train.recipes import Recipe, get_recipe
-from fgvc_edge.train.state import capture_rng, last_checkpoint, restore_rng, save_folder_atomically
+from fgvc_edge.train.state import capture_rng, last_checkpoint, restore_rng
 from fgvc_edge.train.steps import STEPS, StepContext
 
 log = logging.getLogger(__name__)
 
+# What a resumed run reads from training_state.pt.
+_STATE_KEYS = ("epoch", "optimizer", "scheduler", "rng", "history", "best_top1", "options")
 # Options a resumed run must keep (the rest — epochs, stop_after, workers, device — may change).
 _FIXED_ON_RESUME = ("model", "dataset", "recipe", "loss", "batch_size", "lr", "input_size", "seed")
 
@@ -132,6 +136,7 @@ class _Run:
 
 def train(options: TrainOptions, reporter: Optional[Reporter] = None) -> TrainResult:
     """Train ``options.model`` on ``options.data`` (fresh, or ``resume`` from ``<out>/last``)."""
+    _check_options(options)
     if options.threads is not None:
         torch.set_num_threads(_positive(options.threads, "--threads"))
     ctx = init_distributed(options.device)
@@ -165,6 +170,7 @@ def finetune(
         raise UserInputError("finetune() needs a model made by create_model()")
     options = TrainOptions(model=config.name, data=str(data), dataset=dataset, out=out, recipe=recipe,
                            epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, workers=workers)
+    _check_options(options)
     splits = load_dataset(options.data, dataset)
     _check_classes(model, splits)
     run = _make_run(model, splits, options)
@@ -232,7 +238,14 @@ def _resume_run(options: TrainOptions) -> _Run:
     state = load_training_state(folder)
     if state is None:
         raise UserInputError("{} has no training state to resume from".format(folder))
-    stored = TrainOptions(**state["options"])
+    missing = [key for key in _STATE_KEYS if key not in state]
+    if missing:
+        raise UserInputError("{}: the training state lacks {}; start a new run".format(folder, ", ".join(missing)))
+    try:
+        stored = TrainOptions(**state["options"])
+    except TypeError:
+        raise UserInputError("{}: the training state's options are not this fgvc-edge's; start a new run".format(
+            folder)) from None
     for name in _FIXED_ON_RESUME:
         given = getattr(options, name)
         default = TrainOptions.__dataclass_fields__[name].default
@@ -265,6 +278,7 @@ def fit(run: _Run, ctx: DistContext, reporter: Reporter) -> TrainResult:
     """Train ``run.model`` for the remaining epochs; checkpoints and metrics go to the run folder."""
     out, recipe, splits = run.options.out_dir, run.recipe, run.splits
     _refuse_existing_run(run)
+    check_output_dir(out)
     module = TrainingModule(run.model, recipe.loss).to(ctx.device)
     if run.state is not None and run.state.get("aux") is not None and module.mc is not None:
         module.mc.load_state_dict(run.state["aux"])
@@ -300,7 +314,15 @@ def fit(run: _Run, ctx: DistContext, reporter: Reporter) -> TrainResult:
         lr = optimizer.param_groups[0]["lr"]
         if ctx.is_main:
             reporter.epoch_start(epoch + 1, epochs, len(loader))
-        train_stats, train_skipped = _train_epoch(step, step_ctx, loader, ctx, reporter)
+        try:
+            train_stats, train_skipped = _train_epoch(step, step_ctx, loader, ctx, reporter)
+        except _Diverged as exc:
+            if ctx.is_main:
+                _write_run_json(out, run, ctx, status="diverged")
+            kept = ("{} holds the last good checkpoint (epoch {})".format(os.path.join(out, "last"), progress.epoch)
+                    if progress.epoch else "no checkpoint was written")
+            raise UserInputError("training stopped: the loss became {} in epoch {} (step {}); {}; lower --lr "
+                                 "(it was {:g})".format(exc.loss, epoch + 1, exc.step, kept, lr)) from None
         scheduler.step()
         val_stats, val_skipped = evaluate_loader(module.model, val_loader, ctx)
         progress.skipped |= {splits.train[i][0] for i in train_skipped} | {splits.test[i][0] for i in val_skipped}
@@ -379,9 +401,9 @@ def _restore(run: _Run, ctx: DistContext, optimizer: torch.optim.Optimizer, sche
 
 def _save_epoch(out: str, run: _Run, model: nn.Module, state: Dict[str, Any], improved: bool) -> None:
     class_names = run.splits.class_names
-    save_folder_atomically(model, os.path.join(out, "last"), class_names=class_names, training_state=state)
+    save_checkpoint(model, os.path.join(out, "last"), class_names=class_names, training_state=state)
     if improved:
-        save_folder_atomically(model, os.path.join(out, "best"), class_names=class_names, training_state=None)
+        save_checkpoint(model, os.path.join(out, "best"), class_names=class_names)
     _write_epoch_outputs(out, run, state["history"], set(state["skipped"]))
 
 
@@ -416,6 +438,9 @@ def _train_epoch(step: Any, step_ctx: StepContext, loader: Any, ctx: DistContext
         images = batch.images.to(ctx.device, non_blocking=True)
         targets = batch.targets.to(ctx.device, non_blocking=True)
         result = step(step_ctx, images, targets)
+        if not math.isfinite(result.loss):
+            # The weights are already poisoned; nothing of this epoch may reach a checkpoint.
+            raise _Diverged(result.loss, int(steps) + 1)
         n = int(targets.shape[0])
         loss_sum += result.loss * n
         correct += float((result.logits.argmax(dim=1) == targets).sum())
@@ -435,6 +460,12 @@ def _train_epoch(step: Any, step_ctx: StepContext, loader: Any, ctx: DistContext
         "seconds": seconds,
     }
     return stats, all_skipped
+
+
+class _Diverged(Exception):
+    def __init__(self, loss: float, step: int) -> None:
+        super().__init__(loss, step)
+        self.loss, self.step = loss, step
 
 
 @torch.no_grad()
@@ -468,6 +499,16 @@ def _check_classes(model: nn.Module, splits: DatasetSplits) -> None:
     if model.config.num_classes != splits.num_classes:
         raise UserInputError("{} has {} classes; the data set at {} has {}".format(
             model.config.name, model.config.num_classes, splits.root, splits.num_classes))
+
+
+def _check_options(options: TrainOptions) -> None:
+    """Ranges checked before any work (the recipe checks --lr)."""
+    if not 0 <= options.seed <= MAX_SEED:
+        raise UserInputError("--seed must be in 0..{}, got {}".format(MAX_SEED, options.seed))
+    if options.batch_size is not None and not 1 <= options.batch_size <= MAX_BATCH:
+        raise UserInputError("--batch-size must be in 1..{}, got {}".format(MAX_BATCH, options.batch_size))
+    if options.input_size is not None and not 1 <= options.input_size <= MAX_INPUT_SIZE:
+        raise UserInputError("--input-size must be in 1..{}, got {}".format(MAX_INPUT_SIZE, options.input_size))
 
 
 def _positive(value: int, option: str) -> int:

@@ -38,7 +38,14 @@ from torch import nn
 
 from fgvc_edge.errors import FgvcError, UserInputError, require
 from fgvc_edge.models.complexity import count_macs, count_params
-from fgvc_edge.structure import PRUNE_TRANSFORM, SWAP_TRANSFORM, recorded_transforms, swap_module_classes
+from fgvc_edge.structure import (
+    PRUNE_TRANSFORM,
+    SWAP_TRANSFORM,
+    recorded_transforms,
+    shape_attributes,
+    swap_module_classes,
+    tensor_shapes,
+)
 from fgvc_edge.transforms._modules import example_input, train_mode_frozen_bn
 
 IMPORTANCES = ("l1", "l2", "taylor")
@@ -148,6 +155,9 @@ def prune_model(
     if target_macs is not None:
         ratio = _search_ratio(model, x, plan, target_macs, input_size, macs_before, importance, global_pruning, round_to)
     changes = _prune_once(model, x, plan, ratio, importance, global_pruning, round_to)
+    if not changes:
+        raise UserInputError("nothing would be pruned: at ratio {:.3f} with --round-to {} every layer keeps its width; "
+                             "raise --ratio or lower --round-to".format(ratio, round_to))
     model.zero_grad(set_to_none=True)
     _check_pruned(model, x, reference_shape)
     steps = [{"name": SWAP_TRANSFORM, "modules": swapped}] if swapped else []
@@ -304,34 +314,15 @@ def _check_pruned(model: nn.Module, x: torch.Tensor, reference_shape: Tuple[int,
 # -- shape record (what the checkpoint stores) and its replay -------------------------------------------------
 
 
-def _shape_attributes(module: nn.Module) -> Dict[str, Any]:
-    """Public int / int-tuple attributes: channel and feature counts, groups, normalized_shape, …"""
-    found = {}
-    for key, value in vars(module).items():
-        if key.startswith("_") or key == "training" or isinstance(value, bool):
-            continue
-        if isinstance(value, int) or (
-            isinstance(value, (tuple, list)) and value and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
-        ):
-            found[key] = value
-    return found
-
-
-def _tensor_shapes(module: nn.Module) -> Dict[str, Tuple[int, ...]]:
-    tensors = dict(module._parameters)
-    tensors.update(module._buffers)
-    return {k: tuple(v.shape) for k, v in tensors.items() if v is not None}
-
-
 def _shape_snapshot(model: nn.Module) -> Dict[str, Tuple[Dict[str, Any], Dict[str, Tuple[int, ...]]]]:
-    return {name: (_shape_attributes(m), _tensor_shapes(m)) for name, m in model.named_modules()}
+    return {name: (shape_attributes(m), tensor_shapes(m)) for name, m in model.named_modules()}
 
 
 def _shape_changes(model: nn.Module, before: Dict[str, Any]) -> List[Dict[str, Any]]:
     changes = []
     for name, module in model.named_modules():
         old_attrs, old_shapes = before[name]
-        attrs, shapes = _shape_attributes(module), _tensor_shapes(module)
+        attrs, shapes = shape_attributes(module), tensor_shapes(module)
         changed_attrs = {k: _jsonable(v) for k, v in attrs.items() if old_attrs.get(k) != v}
         changed_tensors = {k: list(v) for k, v in shapes.items() if old_shapes.get(k) != v}
         if not changed_attrs and not changed_tensors:
@@ -363,10 +354,11 @@ def prune_checkpoint(
 
     ``before_save(model)`` runs on the pruned model before it is saved: the CLI fine-tunes there, so ``output``
     holds the fine-tuned weights (pruned weights alone are usually near chance)."""
-    from fgvc_edge.checkpoint import save_checkpoint
+    from fgvc_edge.checkpoint import check_checkpoint_output, save_checkpoint
     from fgvc_edge.models import create_model
     from fgvc_edge.models.configs import variant_kwargs
 
+    check_checkpoint_output(output)
     model = create_model(model_name, checkpoint=checkpoint, num_classes=num_classes, input_size=input_size,
                          **variant_kwargs(model_name, mode))
     model, report = prune_model(model, inplace=True, **options)

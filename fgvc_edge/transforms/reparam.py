@@ -278,11 +278,12 @@ def reparameterize_checkpoint(
     mode: Optional[str] = None,
 ) -> ReparamResult:
     """Build (or restore) ``model_name``, reparameterize it and save the deploy checkpoint to ``output``."""
-    from fgvc_edge.checkpoint import save_checkpoint
+    from fgvc_edge.checkpoint import check_checkpoint_output, save_checkpoint
     from fgvc_edge.models import create_model
     from fgvc_edge.models.complexity import count_macs, count_params
     from fgvc_edge.models.configs import variant_kwargs
 
+    check_checkpoint_output(output)
     model = create_model(model_name, checkpoint=checkpoint, num_classes=num_classes, input_size=input_size,
                          **variant_kwargs(model_name, mode))
     size = model.config.input_size

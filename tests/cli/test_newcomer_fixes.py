@@ -376,7 +376,7 @@ def test_prune_with_data_fine_tunes_and_reports_before_and_after(checkpoint_32, 
     # "before" is the pruned model as written without fine-tuning; "after" is the checkpoint written.
     assert before == pytest.approx(eval_top1(workdir / "plain", data, workdir / "ev1"), abs=1e-4)
     assert after == pytest.approx(eval_top1(workdir / "tuned", data, workdir / "ev2"), abs=1e-4)
-    rows = (workdir / "tuned" / "finetune" / "metrics.csv").read_text().splitlines()
+    rows = (workdir / "tuned-finetune" / "metrics.csv").read_text().splitlines()
     assert len(rows) == 3  # header + 2 epochs
     record = json.loads((workdir / "tuned" / "fgvc.json").read_text())
     assert record["class_names"] == NAMES and record["structure"]["transforms"][-1]["name"] == "prune"

@@ -42,7 +42,7 @@ def test_unreadable_images_leave_the_batch_with_their_index(tmp_path, tiny):
     tiny.tiny_image(1, 0, 16).save(good)
     (tmp_path / "bad.png").write_text("no")
     samples = [(str(good), 1), (str(tmp_path / "bad.png"), 0), (str(good), 2)]
-    dataset = train_data.ImageDataset(samples, lambda image: torch.zeros(3, 4, 4))
+    dataset = train_data.ImageDataset(samples, lambda image: torch.zeros(3, 4, 4), exif_transpose=False)
     batch = train_data.collate_skipping([dataset[i] for i in range(3)])
     assert len(batch) == 2 and batch.targets.tolist() == [1, 2] and batch.skipped == [1]
     assert train_data.collate_skipping([dataset[1]]).images is None
