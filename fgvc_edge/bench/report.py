@@ -56,7 +56,8 @@ COLUMNS: List[Column] = [
     ("runtime", lambda r: r["runtime"]),
     ("prec", lambda r: r["precision"]),
     ("batch", lambda r: str(r["batch"])),
-    ("params M", lambda r: _m(r.get("params"), 1e6, 2)),
+    ("params M train", lambda r: _m(r.get("params"), 1e6, 2)),
+    ("params M deploy", lambda r: _m(r.get("params_deploy"), 1e6, 2)),
     ("paper M", lambda r: _m(_paper(r, "params"), 1e6, 1)),
     ("GMACs", lambda r: _m(r.get("macs"), 1e9, 2)),
     ("paper G", lambda r: _m(_paper(r, "macs"), 1e9, 1)),
@@ -78,6 +79,16 @@ def _with_paper(row: Row, key: str, scale: float, digits: int) -> str:
     return ours if paper is None else "{} ({})".format(ours, _m(paper, scale, 1))
 
 
+def _params(row: Row) -> str:
+    """One count where the deployed graph holds every parameter, else both, labelled; the paper's in brackets."""
+    train, deploy = row.get("params"), row.get("params_deploy")
+    text = _m(train, 1e6, 2)
+    if deploy is not None and deploy != train:
+        text = "{} train, {} deploy".format(text, _m(deploy, 1e6, 2))
+    paper = _paper(row, "params")
+    return text if paper is None else "{} ({})".format(text, _m(paper, 1e6, 1))
+
+
 def _ratio_pair(row: Row) -> str:
     if not row.get("relative"):
         return "-"
@@ -91,7 +102,7 @@ TERMINAL_COLUMNS: List[Column] = [
     ("runtime", lambda r: r["runtime"]),
     ("prec", lambda r: r["precision"]),
     ("b", lambda r: str(r["batch"])),
-    ("params M (paper)", lambda r: _with_paper(r, "params", 1e6, 2)),
+    ("params M (paper)", _params),
     ("GMACs (paper)", lambda r: _with_paper(r, "macs", 1e9, 2)),
     ("p50 ms", lambda r: _lat(r, "p50")),
     ("p90 ms", lambda r: _lat(r, "p90")),
@@ -101,7 +112,8 @@ TERMINAL_COLUMNS: List[Column] = [
 ]
 
 CSV_FIELDS = [
-    "model", "variant", "checkpoint", "transforms", "before_of", "input_size", "num_classes", "params", "macs", "runtime", "precision",
+    "model", "variant", "checkpoint", "transforms", "before_of", "input_size", "num_classes", "params", "params_deploy",
+    "macs", "runtime", "precision",
     "batch", "device", "threads", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "throughput_ips", "peak_mem_mb",
     "artifact_mb", "ratio_to_baseline", "paper_id", "paper_params", "paper_macs", "paper_latency_ms",
     "paper_ratio_to_baseline", "paper_device",
@@ -127,6 +139,8 @@ def _caption(rows: Sequence[Row]) -> str:
                       for r in rows if r.get("paper")})
     lines = ["ours: " + "; ".join(devices)] if devices else []
     lines += ["paper: " + s for s in sources]
+    lines += sorted({"{}: {}".format(r["paper"]["id"], r["paper"]["note"]) for r in rows if (r.get("paper") or {}).get("note")})
+    lines.append("params: train = every learnable parameter, deploy = those the exported graph holds")
     lines.append("latency per image; ×base = p50 / baseline p50 in the same run (paper: its own ratio)")
     if any(r.get("transforms") for r in rows):
         lines.append("+prune/+reparameterize rows: a transformed checkpoint; ×base = p50 / its (before) row's p50")

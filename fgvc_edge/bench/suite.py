@@ -173,7 +173,7 @@ def bench_model_point(point: ModelPoint, settings: BenchSettings, progress: Prog
 
 def _bench_model_point(point: ModelPoint, settings: BenchSettings, progress: Progress, tmp: str) -> List[Row]:
     torch = require("torch", "toolkit")
-    from fgvc_edge.models.complexity import count_macs, count_params
+    from fgvc_edge.models.complexity import count_deploy_params, count_macs, count_params
     from fgvc_edge.models import create_model
 
     checkpoint = point.checkpoint
@@ -191,6 +191,7 @@ def _bench_model_point(point: ModelPoint, settings: BenchSettings, progress: Pro
     torch.set_num_threads(settings.threads)
     _say(progress, "counting {} @{}".format(point.model, point.input_size))
     params = count_params(model)
+    params_deploy = count_deploy_params(model)
     macs, _ = count_macs(model, point.input_size)
     base = {
         "model": point.model,
@@ -201,6 +202,7 @@ def _bench_model_point(point: ModelPoint, settings: BenchSettings, progress: Pro
         "input_size": point.input_size,
         "num_classes": model.config.num_classes,
         "params": params,
+        "params_deploy": params_deploy,
         "macs": macs,
         "device": device_name(settings.threads),
         "threads": settings.threads,
@@ -293,6 +295,7 @@ def bench_artifact(path: str, settings: BenchSettings, progress: Progress) -> Li
         "input_size": size,
         "num_classes": record.get("num_classes"),
         "params": record.get("params"),
+        "params_deploy": record.get("params_deploy"),
         "macs": record.get("macs"),
         "device": device_name(settings.threads),
         "threads": settings.threads,

@@ -51,3 +51,30 @@ def test_terminal_table_keeps_variant_brackets():
     console = Console(width=200, record=True)
     console.print(rich_table([row]))
     assert "cmal_resnet50[raw]" in console.export_text()
+
+
+def test_care_rows_show_train_and_deploy_parameters_against_table2():
+    # CARE-Net's reconstruction branch is learnable but training-only: Table 2 counts it (the paper sums every
+    # learnable parameter), the deployed graph does not hold it. Both counts are in the row, labelled.
+    from rich.console import Console
+
+    from fgvc_edge.bench import papers
+    from fgvc_edge.bench.report import csv_text, markdown, rich_table
+    from fgvc_edge.bench.suite import bench_model_point
+
+    point = ModelPoint("care_resnet18", None, 32, 200, "care_table2/care_resnet50")
+    (row,) = bench_model_point(point, BenchSettings(runtimes=(), threads=1), None)
+    width = 256
+    assert row["params"] - row["params_deploy"] == 4 * (width * width + width)  # the four 1×1 convs of eq. (8)
+    assert "train count" in row["paper"]["note"] and "24.87M" in row["paper"]["note"]
+    console = Console(width=250, record=True)
+    console.print(rich_table([row]))
+    text = console.export_text()
+    assert "{:.2f} train, {:.2f} deploy (25.0)".format(row["params"] / 1e6, row["params_deploy"] / 1e6) in text
+    assert "care_table2/care_resnet50: Table 2 counts every learnable parameter" in text
+    assert "| params M train | params M deploy |" in markdown([row])
+    assert str(row["params_deploy"]) in csv_text([row])
+    same = dict(row, params_deploy=row["params"], paper=papers.paper_summary("cmal_table9/resnet50"))
+    console = Console(width=250, record=True)
+    console.print(rich_table([same]))
+    assert "{:.2f} (24.0)".format(row["params"] / 1e6) in console.export_text()  # one count when they agree
