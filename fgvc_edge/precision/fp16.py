@@ -6,7 +6,8 @@ equivalent of NVIDIA ModelOpt's AutoCast, which TensorRT 10/11 strongly typed bu
 exponentials/logs/powers and reductions overflow or lose precision in FP16 (max 65504, 11-bit mantissa),
 and the CAM/box/crop glue of attention models (ArgMax/TopK, thresholds, Floor/Round, Where, RoiAlign,
 GridSample, Range, CumSum) computes pixel coordinates, where FP16's spacing of 0.25 px at 448 would move
-crop borders.
+crop borders. Blocking op types leaves the Mul/Add/Sub between them in FP16, so a model also names whole
+modules that stay FP32 (the export record's ``fp32_scopes``, e.g. CMAL-Net's crop): every node there is kept.
 
 The result is checked on CPU with ONNX Runtime against the FP32 graph on the same inputs; relative error,
 cosine and top-1 agreement go into the sidecar. ONNX Runtime's CPU provider has FP16 kernels for only some
@@ -15,7 +16,7 @@ TensorRT's FP16 tactics (the `gpu` tests compare a real engine).
 """
 import os
 import warnings
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -60,18 +61,22 @@ def convert_fp16(onnx_path: str, output: Optional[str] = None, *, cache_dir: str
         raise UserInputError("{} is already {}; convert the FP32 ONNX".format(onnx_path, record.get("precision")))
     blocked = op_block_list()
     source_sha = sha256_file(onnx_path)
-    key = digest({"model": source_sha, "fp16_block_list": blocked, "keep_io_types": True})
+    key = digest({"model": source_sha, "fp16_block_list": blocked, "fp32_scopes": record.get("fp32_scopes") or [],
+                  "keep_io_types": True})
     stem = os.path.splitext(os.path.basename(onnx_path))[0]
     path = output or os.path.join(cache_dir, "{}-fp16-{}.onnx".format(stem, key[:16]))
     cached = None if force else cached_record(path, key)
     if cached is not None:
         return TypedOnnx(path=path, record=cached, cache_hit=True)
+    kept = scope_nodes(proto, record.get("fp32_scopes") or ())
     with warnings.catch_warnings():
         # It warns once per weight below FP16's range that it clamps to ±1e-7; the check below measures the effect.
         warnings.simplefilter("ignore", UserWarning)
         converted = float16.convert_float_to_float16(
-            proto, keep_io_types=True, op_block_list=blocked, node_block_list=float_casts(proto)
+            fp32_copies_of_shared_weights(proto, kept), keep_io_types=True, op_block_list=blocked,
+            node_block_list=float_casts(proto) + kept,
         )
+    drop_fp16_round_trips(converted)
     new_record = dict(record)
     new_record.pop("parity", None)
     new_record.update(
@@ -90,6 +95,73 @@ def convert_fp16(onnx_path: str, output: Optional[str] = None, *, cache_dir: str
             "ops".format(onnx_path, new_record["fp16_check"]["rel_error"], MAX_REL_ERROR)
         )
     return TypedOnnx(path=path, record=save_typed_onnx(converted, path, new_record), cache_hit=False)
+
+
+def scope_nodes(proto: Any, scopes: Sequence[str]) -> List[str]:
+    """Nodes under the export record's ``fp32_scopes`` (modules whose arithmetic is coordinates and weights,
+    such as CMAL-Net's crop): every op there stays FP32, not only the op types of the block list."""
+    return [node.name for node in proto.graph.node if node.name and any(node.name.startswith(s) for s in scopes)]
+
+
+def fp32_copies_of_shared_weights(proto: Any, kept: Sequence[str]) -> Any:
+    """A copy of ``proto`` in which the ``kept`` (FP32) nodes read their own copy of every weight that converted
+    nodes read too (CMAL-Net's CAM reads the heads' Linear weights): the converter types a shared initializer for
+    one side only, leaving a mistyped graph."""
+    onnx = require("onnx", "toolkit")
+    kept_set = set(kept)
+    weights = {init.name: init for init in proto.graph.initializer}
+    read_by_kept = {name for node in proto.graph.node if node.name in kept_set for name in node.input}
+    read_by_others = {name for node in proto.graph.node if node.name not in kept_set for name in node.input}
+    shared = sorted(read_by_kept & read_by_others & set(weights))
+    if not shared:
+        return proto
+    result = onnx.ModelProto()
+    result.CopyFrom(proto)
+    renamed = {name: name + "_fp32" for name in shared}
+    for name in shared:
+        copy = result.graph.initializer.add()
+        copy.CopyFrom(weights[name])
+        copy.name = renamed[name]
+    for node in result.graph.node:
+        if node.name in kept_set:
+            node.input[:] = [renamed.get(name, name) for name in node.input]
+    return result
+
+
+def drop_fp16_round_trips(proto: Any) -> None:
+    """Let FP32 values reach FP32 nodes unrounded: the converter casts every output of a kept node to FP16 and
+    casts it back before the next kept node (within CMAL-Net's crop: 0.25 px steps on positions at 448 px).
+    Such a Cast(FP32→FP16) → Cast(→FP32) pair is bypassed and Casts left unread are removed."""
+    onnx = require("onnx", "toolkit")
+    typed = onnx.shape_inference.infer_shapes(proto)
+    fp32 = {v.name for v in list(typed.graph.value_info) + list(typed.graph.input)
+            if v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT}
+    fp32.update(init.name for init in proto.graph.initializer if init.data_type == onnx.TensorProto.FLOAT)
+    producers = {name: node for node in proto.graph.node for name in node.output}
+    outputs = {o.name for o in proto.graph.output}
+    bypass = {}
+    for node in proto.graph.node:
+        first = producers.get(node.input[0]) if _casts_to(node, onnx.TensorProto.FLOAT) else None
+        if first is not None and _casts_to(first, onnx.TensorProto.FLOAT16) and first.input[0] in fp32:
+            if node.output[0] not in outputs:
+                bypass[node.output[0]] = first.input[0]
+    for node in proto.graph.node:
+        node.input[:] = [bypass.get(name, name) for name in node.input]
+    while True:
+        read = {name for node in proto.graph.node for name in node.input} | outputs
+        unread = [node for node in proto.graph.node if node.op_type == "Cast" and node.output[0] not in read]
+        if not unread:
+            break
+        for node in unread:
+            proto.graph.node.remove(node)
+    present = {name for node in proto.graph.node for name in list(node.input) + list(node.output)}
+    stale = [info for info in proto.graph.value_info if info.name not in present]
+    for info in stale:
+        proto.graph.value_info.remove(info)
+
+
+def _casts_to(node: Any, dtype: int) -> bool:
+    return node.op_type == "Cast" and any(a.name == "to" and a.i == dtype for a in node.attribute)
 
 
 def float_casts(proto: Any) -> List[str]:

@@ -261,7 +261,8 @@ def float_nodes(proto: Any, scopes: Sequence[str] = ()) -> List[str]:
     - MatMul/Gather reading a weight that another node also reads (CMAL-Net builds its CAM from its heads'
       Linear weights, ``W4[argmax]·W1``; the heads' own Gemms stay quantized);
     - every node but a Conv under one of ``scopes`` (the export record's ``int8_float_scopes``: modules such
-      as ACANet's FCSA whose attention is hundreds of small elementwise ops).
+      as ACANet's FCSA whose attention is hundreds of small elementwise ops, and CMAL-Net's crop, whose
+      row/column indices and interpolation weights a quantization would move).
 
     With ``per_channel`` ORT quantizes such operands per channel as if they were plain weights, which gives
     invalid graphs (per-axis scales on a gathered row); and these values decide crop boxes, where INT8
