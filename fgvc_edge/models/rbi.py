@@ -16,6 +16,10 @@ image's own embedding n alone: z = W_V n + s₀, r = W_S n, β = σ(W_β[z‖r�
 W_Q and W_K have no effect.
 
 Choices where the paper is silent or ambiguous:
+* Input. "Initially, all input images are resized to 224x224 pixels" (implementation details): a square
+  resize to 224×224 (aspect ratio not kept, nothing cropped), for training and test, and the RPE of eqs. 1–2
+  compares those pixels. Checkpoints made before this default (Resize(256) → CenterCrop(224)) record their
+  preprocessing and keep it when loaded.
 * RPE input. The model takes the normalised tensor of its ``Preprocess``; it un-normalises (x·std + mean,
   with the mean/std of ``model.config.preprocess``, so a checkpoint's own preprocessing is honoured) and
   clips to [0, 1] so that MAX = 1 in eq. 2 and PSNR is always defined. S is a fixed encoding of the pixels:
@@ -155,7 +159,10 @@ def _cfg(backbone: str, paper_rows: tuple = ()) -> ModelConfig:
         name="rbi_" + backbone,
         input_size=224,
         num_classes=120,  # Stanford Dogs, the dataset of the paper's parameter figures
-        preprocess=Preprocess(resize_size=256, crop_size=224, mean=IMAGENET_MEAN, std=IMAGENET_STD),
+        # "all input images are resized to 224x224 pixels": a square resize, no crop (see the docstring).
+        preprocess=Preprocess(
+            resize_size=224, crop_size=224, resize_mode="exact", mean=IMAGENET_MEAN, std=IMAGENET_STD
+        ),
         paper="Le et al., Enhancing Fine-grained Image Classification through Attentive Batch Training, "
         "arXiv 2412.19606",
         source="our implementation of eqs. 1-13 (no official code); backbone torchvision.models.{}".format(backbone),
