@@ -49,3 +49,14 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+# tests/real_images.py (scikit-image's bundled photos, BN statistics measured on them), loaded by path too.
+_REAL_SPEC = importlib.util.spec_from_file_location("real_images", pathlib.Path(__file__).parent / "real_images.py")
+real_images_module = importlib.util.module_from_spec(_REAL_SPEC)
+_REAL_SPEC.loader.exec_module(real_images_module)
+
+
+@pytest.fixture(scope="session")
+def real_images():
+    return real_images_module

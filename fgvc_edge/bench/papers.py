@@ -48,4 +48,5 @@ def paper_summary(row_id: str) -> Dict[str, Any]:
         "device": row["device"],
         "source": row["source"],
         "baseline": row.get("baseline"),
+        "note": row.get("note"),
     }

@@ -147,6 +147,10 @@ def elide(text: str, width: Optional[int]) -> str:
     return text[:head] + "…" + text[len(text) - (keep - head):]
 
 
+def _deploy_differs(rows: Sequence[Row]) -> bool:
+    return any(r.get("params_deploy") not in (None, r.get("params")) for r in rows)
+
+
 def _any(key: str) -> Callable[[Sequence[Row]], bool]:
     return lambda rows: any(row.get(key) for row in rows)
 
@@ -167,6 +171,8 @@ COLUMNS: List[Column] = [
     Column("prec", precision_label, fold=True, left=True),
     Column("b", lambda r: str(r["batch"]), fold=True),
     Column("params M", lambda r: _num(r.get("params"), 1e6, 2), narrow=False),
+    # Parameters the exported graph holds, where training-only branches make it differ (CARE-Net).
+    Column("deploy M", lambda r: _num(r.get("params_deploy"), 1e6, 2), narrow=False, shown=_deploy_differs),
     Column("paper M", lambda r: _num(_paper(r, "params"), 1e6, 1), narrow=False, shown=_any_paper("params")),
     Column("GMACs", lambda r: _num(r.get("macs"), 1e9, 2), narrow=False),
     Column("paper G", lambda r: _num(_paper(r, "macs"), 1e9, 1), narrow=False, shown=_any_paper("macs")),
@@ -190,7 +196,7 @@ GAP = 2
 
 CSV_FIELDS = [
     "model", "variant", "source", "artifact", "checkpoint", "transforms", "before_of", "input_size", "num_classes",
-    "params", "macs", "runtime", "precision", "calibration", "batch", "device", "threads", "p50_ms", "p90_ms",
+    "params", "params_deploy", "macs", "runtime", "precision", "calibration", "batch", "device", "threads", "p50_ms", "p90_ms",
     "p99_ms", "mean_ms", "p90_over_p50", "throughput_ips", "load_mb", "rss_peak_mb", "run_peak_rss_mb",
     "artifact_mb", "top1", "top5", "agreement_fp32", "eval_images", "ratio_to_baseline", "paper_id", "paper_params",
     "paper_macs", "paper_latency_ms", "paper_ratio_to_baseline", "paper_device", "paper_source",

@@ -331,7 +331,7 @@ def bench_model_point(point: ModelPoint, run: _Run) -> List[Row]:
 
 def _bench_model_point(point: ModelPoint, run: _Run, tmp: str) -> List[Row]:
     torch = require("torch", "toolkit")
-    from fgvc_edge.models.complexity import count_macs, count_params
+    from fgvc_edge.models.complexity import count_deploy_params, count_macs, count_params
 
     settings = run.settings
     checkpoint = point.checkpoint
@@ -343,6 +343,7 @@ def _bench_model_point(point: ModelPoint, run: _Run, tmp: str) -> List[Row]:
         model = _create(point, checkpoint)
     run.say("counting {} @{}".format(point.model, point.input_size))
     params = count_params(model)
+    params_deploy = count_deploy_params(model)
     macs, _ = count_macs(model, point.input_size)
     base = {
         "model": point.model,
@@ -354,6 +355,7 @@ def _bench_model_point(point: ModelPoint, run: _Run, tmp: str) -> List[Row]:
         "input_size": point.input_size,
         "num_classes": model.config.num_classes,
         "params": params,
+        "params_deploy": params_deploy,
         "macs": macs,
         "device": device_name(settings.threads),
         "threads": settings.threads,
@@ -530,6 +532,7 @@ def bench_artifact(path: str, record: Row, run: _Run) -> List[Row]:
         "input_size": size,
         "num_classes": record.get("num_classes"),
         "params": record.get("params"),
+        "params_deploy": record.get("params_deploy"),
         "macs": record.get("macs"),
         "device": device_name(run.settings.threads),
         "threads": run.settings.threads,

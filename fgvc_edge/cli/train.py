@@ -39,7 +39,8 @@ def train_cmd(
     num_classes: NumClassesOpt = None,
     recipe: Annotated[str, typer.Option("--recipe", help="paper (the model family's published recipe) or simple.")] = "paper",
     loss: Annotated[Optional[str], typer.Option("--loss", help="ACANet / ResNet: model (CE), focal or mc.")] = None,
-    backbone_weights: Annotated[Optional[Path], typer.Option("--backbone-weights", help="Local torchvision/timm weights (.pth/.safetensors) for the backbone.")] = None,
+    backbone_weights: Annotated[Optional[Path], typer.Option("--backbone-weights", help="Local torchvision/timm weights (.pth/.safetensors) for the backbone; the paper recipes of CMAL-Net, CARE-Net, CN-CNN and RBI need them.")] = None,
+    from_scratch: Annotated[bool, typer.Option("--from-scratch", help="Train a paper recipe that starts from ImageNet weights from random initialisation instead.")] = False,
     official_checkpoint: Annotated[Optional[Path], typer.Option("--official-checkpoint", help="Start from a checkpoint of the paper's official code (CMAL-Net, CN-CNN).")] = None,
     checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", "-c", help="Start from an fgvc-edge checkpoint.")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --output from its last/ checkpoint.")] = False,
@@ -65,7 +66,7 @@ def train_cmd(
     options = TrainOptions(
         model=model, data=str(data), dataset=dataset, out=str(out) if out else None, recipe=recipe, loss=loss,
         epochs=epochs, batch_size=batch_size, lr=lr, input_size=input_size, num_classes=num_classes,
-        backbone_weights=_opt(backbone_weights), official_checkpoint=_opt(official_checkpoint),
+        backbone_weights=_opt(backbone_weights), from_scratch=from_scratch, official_checkpoint=_opt(official_checkpoint),
         checkpoint=_opt(checkpoint), resume=resume, stop_after=stop_after, seed=seed, workers=workers, threads=threads,
         device=device, model_args=variant,
     )

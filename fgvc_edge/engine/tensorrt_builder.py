@@ -18,7 +18,7 @@ INT8 on TensorRT ≥ 10: the layers outside Q/DQ pairs run in the ONNX's type, F
 to FP16 (ModelOpt's default) because (1) opset 17, which TensorRT 8.5/8.6 parse, allows only FP32 Q/DQ
 scales, so an FP16 body would need Cast pairs around every Q/DQ or a second opset-19 ONNX; (2) in our
 classifiers every Conv, Linear head and residual Add is quantized, and what stays unquantized is pooling
-and the attention-crop glue (CAM products, thresholds, GridSample/RoiAlign coordinates) — small in time
+and the attention-crop glue (CAM products, thresholds, crop coordinates and resampling) — small in time
 and the part FP16 hurts most. On 8.5/8.6 we set only ``INT8`` for the same numerics on every version.
 
 DLA (Jetson Xavier/Orin): layers default to the DLA core with ``GPU_FALLBACK``; DLA runs only FP16/INT8 and

@@ -107,7 +107,7 @@ def model_record(model: nn.Module, *, checkpoint: Optional[str] = None,
                  source: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     """The facts about a model that every artifact built from it carries (params/MACs at batch 1 included,
     so a runtime-only bench can report them); ``source`` is :func:`provenance`, when already made."""
-    from fgvc_edge.models.complexity import count_macs, count_params
+    from fgvc_edge.models.complexity import count_deploy_params, count_macs, count_params
 
     config = model.config
     macs, _ = count_macs(model, config.input_size)
@@ -121,13 +121,15 @@ def model_record(model: nn.Module, *, checkpoint: Optional[str] = None,
         "batch_dependent": config.batch_dependent,
         "paper_rows": list(config.paper_rows),
         "params": count_params(model),
+        "params_deploy": count_deploy_params(model),
         "macs": macs,
     }
 
 
 # Bumped whenever an export's graph or record changes for the same model (build caches key on it):
-# 2 = the record carries ``int8_float_scopes``; 3 = and ``checkpoint_sha256``.
-EXPORT_REVISION = 3
+# 2 = the record carries ``int8_float_scopes``; 3 = and ``checkpoint_sha256``; 4 = CMAL-Net crops with two MatMuls
+# (was GridSample) in a scope the record names in ``fp32_scopes``, and the record carries ``params_deploy``.
+EXPORT_REVISION = 4
 
 
 def onnx_scope(module_name: str) -> str:
@@ -141,9 +143,19 @@ def onnx_scope(module_name: str) -> str:
 
 def int8_float_scopes(model: nn.Module) -> List[str]:
     """ONNX scopes whose arithmetic stays float in INT8: modules of a class with ``INT8_FLOAT_ARITHMETIC``
-    (window attention computed as hundreds of elementwise ops; only its convolutions are quantized)."""
-    return [onnx_scope(name) for name, module in model.named_modules()
-            if name and getattr(type(module), "INT8_FLOAT_ARITHMETIC", False)]
+    (window attention computed as hundreds of elementwise ops; only its convolutions are quantized) or with
+    ``FP32_ARITHMETIC``."""
+    return _scopes(model, "INT8_FLOAT_ARITHMETIC") + _scopes(model, "FP32_ARITHMETIC")
+
+
+def fp32_scopes(model: nn.Module) -> List[str]:
+    """ONNX scopes whose arithmetic stays FP32 in FP16 (and float in INT8): modules of a class with
+    ``FP32_ARITHMETIC`` (CMAL-Net's crop: pixel coordinates, interpolation weights, thresholds)."""
+    return _scopes(model, "FP32_ARITHMETIC")
+
+
+def _scopes(model: nn.Module, flag: str) -> List[str]:
+    return [onnx_scope(name) for name, module in model.named_modules() if name and getattr(type(module), flag, False)]
 
 
 def _present_scopes(proto: Any, scopes: List[str]) -> List[str]:
@@ -205,6 +217,7 @@ def export_onnx(
             "simplified": bool(simplify),
             "exporter": "torch.onnx (TorchScript) {}".format(torch.__version__),
             "int8_float_scopes": _present_scopes(proto, int8_float_scopes(model)),
+            "fp32_scopes": _present_scopes(proto, fp32_scopes(model)),
         }
     )
     parity = _check_parity(model, proto, batch=batch, size=size, samples=parity_samples, seed=seed + 1)

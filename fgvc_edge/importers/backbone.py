@@ -1,7 +1,7 @@
 """Backbone weights from a local file: torchvision format, and timm where its architecture's keys match.
 
-The file is a ``.safetensors`` file or a ``torch.save`` of a state dict, read with
-``torch.load(weights_only=True)`` — tensors and containers only, never a pickled class. Common wrappers are
+The file is a ``.safetensors`` file or a ``torch.save`` of a state dict (either torch format), read by
+:func:`fgvc_edge.importers.safe_pickle.load_torch_file` — tensors and containers only, never a pickled class. Common wrappers are
 opened (``{"state_dict": …}``, ``{"model": …}``, a ``module.`` prefix from DataParallel, a ``backbone.``
 prefix). The weights go into ``model.backbone`` when the model has one (CMAL-Net, CARE-Net, CN-CNN, RBI:
 torchvision key names), else into the model itself (the ResNet baselines, ACANet).
@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from fgvc_edge.errors import UserInputError, require
+from fgvc_edge.importers.safe_pickle import load_torch_file
 
 _WRAPPERS = ("state_dict", "model", "model_state", "model_state_dict", "net", "module")
 _STRIP_PREFIXES = ("module.", "backbone.", "model.")
@@ -85,12 +86,7 @@ def read_state_dict(path: str) -> Dict[str, torch.Tensor]:
         except Exception as exc:  # SafetensorError / OSError on corrupt files
             raise UserInputError("cannot read {}: {}".format(path, _first_line(exc))) from None
     else:
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # weights_only refuses pickled code; corrupt files raise many types
-            raise UserInputError(
-                "cannot read {} as a state dict of tensors (torch.load weights_only): {}".format(path, _first_line(exc))
-            ) from None
+        state = load_torch_file(path)
     while isinstance(state, Mapping) and not _is_tensor_dict(state):
         inner = next((state[k] for k in _WRAPPERS if k in state and isinstance(state[k], Mapping)), None)
         if inner is None:

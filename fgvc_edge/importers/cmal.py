@@ -3,8 +3,9 @@
 The official scripts save ``torch.save(net)``: a whole-module pickle of ``__main__.Network_Wrapper``
 (holding ``__main__.Features``, ``basic_conv.BasicConv``, torchvision's ``Bottleneck`` and torch.nn layers),
 which :mod:`fgvc_edge.importers.safe_pickle` reads without running any of it. A plain state dict with the
-same keys (``torch.save(net.state_dict())``) is read the same way; a ``module.`` prefix (a saved
-``DataParallel``) is dropped. No weights were released, so these are checkpoints users trained themselves.
+same keys (``torch.save(net.state_dict())``) is read the same way, in either torch file format (the zip
+archive of torch ≥ 1.6 or the legacy one before it), by the reader every importer shares; a ``module.``
+prefix (a saved ``DataParallel``) is dropped. No weights were released, so these are checkpoints users trained themselves.
 
 =========================================  ==========================================================
 official key                               ours (``fgvc_edge.models.cmal.CmalNet``)
@@ -31,7 +32,7 @@ from fgvc_edge.importers.safe_pickle import (
     TORCH_LAYER_CLASSES,
     TORCHVISION_RESNET_CLASSES,
     flat_state_dict,
-    load_torch_archive,
+    load_torch_file,
 )
 
 MODELS = ("cmal_resnet50", "cmal_resnet18")
@@ -78,7 +79,7 @@ def load_official_checkpoint(model_name: str, path: str, *, num_classes: Optiona
     from fgvc_edge.checkpoint import load_state_strict
     from fgvc_edge.models import create_model
 
-    pickled = load_torch_archive(path, module_classes=OFFICIAL_CLASSES)
+    pickled = load_torch_file(path, module_classes=OFFICIAL_CLASSES)
     state = convert_official_state_dict(flat_state_dict(pickled, path), path)
     head = state.get("concat_head.4.weight")
     if head is None or head.ndim != 2:

@@ -1,10 +1,10 @@
 """Weights trained with the official CN-CNN code (github.com/PRIS-CV/CN-CNN, ``model/resnet50.py``).
 
 The official ``train.py`` saves ``torch.save(net.state_dict())``: a plain state dict of tensors. Its
-README pins torch 0.4.1, whose files are in the pre-1.6 legacy format that
-:mod:`fgvc_edge.importers.safe_pickle` does not read, so we use ``torch.load(weights_only=True)``: it reads
-both formats and refuses anything but tensors and primitives. Backbone keys are torchvision's; the rest
-are renamed to our module names (``fgvc_edge.models.cncnn``):
+README pins torch 0.4.1, whose files are in the pre-1.6 legacy format; the reader every importer shares
+(:func:`fgvc_edge.importers.safe_pickle.load_torch_file`) reads it and the zip format alike and refuses
+anything but tensors and containers, without running pickled code. Backbone keys are torchvision's; the
+rest are renamed to our module names (``fgvc_edge.models.cncnn``):
 
 =====================================  =======================================================
 official key prefix                    ours
@@ -31,6 +31,7 @@ import torch
 
 from fgvc_edge.errors import UserInputError
 from fgvc_edge.importers._keys import rename_official_keys
+from fgvc_edge.importers.safe_pickle import flat_state_dict, load_torch_file
 
 MODELS = ("cncnn_resnet50",)
 _BACKBONE_PREFIXES = ("conv1.", "bn1.", "layer1.", "layer2.", "layer3.", "layer4.")
@@ -117,14 +118,6 @@ def load_official_checkpoint(model_name: str, path: str, *, num_classes: Optiona
                              input_size: Optional[int] = None, **model_args: Any) -> Any:
     """An official ``model_best.pth`` / ``model_final.pth`` (tensors only) as our model (the
     ``fgvc_edge.importers`` importer signature)."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise UserInputError("no such file: {}".format(path)) from None
-    except Exception as exc:  # weights_only refuses pickled code; corrupt files raise various errors
-        reason = (str(exc).splitlines() or [type(exc).__name__])[0]
-        raise UserInputError("cannot read {} as a state dict: {}".format(path, reason)) from None
-    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise UserInputError("{} is not a plain state dict of tensors".format(path))
+    state = flat_state_dict(load_torch_file(path), path)
     return load_official_state_dict(state, model_name, num_classes=num_classes, where=path, input_size=input_size,
                                     **model_args)

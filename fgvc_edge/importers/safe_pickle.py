@@ -1,10 +1,17 @@
-"""Read ``torch.save`` archives without running any pickled code — also whole-module pickles.
+"""Read ``torch.save`` files without running any pickled code — also whole-module pickles.
 
 ``torch.load(weights_only=True)`` reads plain state dicts but refuses a whole pickled module
-(``torch.save(net)``, how some official code saves its checkpoints); ``weights_only=False`` would import
-the pickled classes and run whatever the pickle names. Here the archive (torch's zip format, torch ≥ 1.6:
-``<root>/data.pkl`` plus one raw little-endian file per storage under ``<root>/data/``) is unpickled with
-``find_class`` restricted to:
+(``torch.save(net)``, how some official code saves its checkpoints), and its error advises
+``weights_only=False``, which would import the pickled classes and run whatever the pickle names. Here both
+file formats are read by one restricted unpickler (:func:`load_torch_file`):
+
+* the zip archive of torch ≥ 1.6: ``<root>/data.pkl`` plus one raw little-endian file per storage under
+  ``<root>/data/``;
+* the legacy stream of torch 0.4–1.5 (what the official CN-CNN code, pinned to torch 0.4.1, writes): pickled
+  magic number, protocol version and system info, the object pickle, the list of storage keys, then each
+  storage as an int64 element count and its raw bytes.
+
+``find_class`` is restricted to:
 
 * torch's tensor rebuild functions (``torch._utils._rebuild_tensor_v2``, ``_rebuild_parameter``,
   ``_rebuild_parameter_with_state``), replaced by our own, which only view a storage (bounds-checked);
@@ -15,14 +22,16 @@ the pickled classes and run whatever the pickle names. Here the archive (torch's
   has no behaviour.
 
 Anything else (``os.system``, ``builtins.eval``, ``torch.load`` …) stops the load with a
-:class:`~fgvc_edge.errors.UserInputError` before it is called. Importers for official checkpoints reuse
-:func:`load_torch_archive` and :func:`flat_state_dict`.
+:class:`~fgvc_edge.errors.UserInputError` before it is called. Every importer (official CMAL-Net and CN-CNN
+checkpoints, backbone weights) reads ``.pth`` files through :func:`load_torch_file`.
 """
 import io
+import os
 import pickle
+import struct
 import zipfile
 from collections import OrderedDict
-from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Set
+from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Set, Tuple
 
 import torch
 
@@ -127,13 +136,20 @@ _SAFE_GLOBALS: Dict[str, Any] = {
 }
 
 
+# torch/serialization.py's MAGIC_NUMBER and PROTOCOL_VERSION of the legacy (pre-1.6) format.
+_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
+_LEGACY_PROTOCOL = 1001
+
+# (key, dtype, numel) -> the storage as a flat tensor
+StorageSource = Callable[[str, torch.dtype, int], torch.Tensor]
+
+
 class _RestrictedUnpickler(pickle.Unpickler):
-    def __init__(self, data: bytes, archive: zipfile.ZipFile, root: str, module_classes: Set[str]) -> None:
-        super().__init__(io.BytesIO(data))
-        self._archive = archive
-        self._root = root
+    def __init__(self, stream: Any, module_classes: Set[str], storage: Optional[StorageSource]) -> None:
+        super().__init__(stream)
         self._module_classes = module_classes
         self._stand_ins: Dict[str, type] = {}
+        self._storage = storage
         self._storages: Dict[str, torch.Tensor] = {}
 
     def find_class(self, module: str, name: str) -> Any:
@@ -148,38 +164,45 @@ class _RestrictedUnpickler(pickle.Unpickler):
             return self._stand_ins[qualified]
         raise UnsafePickleError("it references {}, which is not a tensor or an allowed module class".format(qualified))
 
-    def persistent_load(self, pid: Any) -> torch.Tensor:
-        if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage" and isinstance(pid[1], _StorageType)):
+    def persistent_load(self, pid: Any) -> Any:
+        kind = pid[0] if isinstance(pid, tuple) and pid else None
+        kind = kind.decode("ascii", "replace") if isinstance(kind, bytes) else kind
+        # Legacy format: a module class travels with its source code, which is ignored (never compiled).
+        if kind == "module" and len(pid) == 4 and isinstance(pid[1], type) and issubclass(pid[1], PickledModule):
+            return pid[1]
+        # ("storage", type, key, location, numel) in the zip format; legacy adds a view (key, offset, numel) or None.
+        if kind != "storage" or len(pid) not in (5, 6) or not isinstance(pid[1], _StorageType) or self._storage is None:
             raise UnsafePickleError("unexpected persistent id {!r}".format(pid[:2] if isinstance(pid, tuple) else pid))
-        _, kind, key, _location, numel = pid
-        key = str(key)
+        key, numel = str(pid[2]), int(pid[4])
         if key not in self._storages:
-            self._storages[key] = self._read_storage(key, kind.dtype, int(numel))
-        return self._storages[key]
+            self._storages[key] = self._storage(key, pid[1].dtype, numel)
+        storage = self._storages[key]
+        if len(pid) == 6 and pid[5] is not None:
+            _, offset, size = pid[5]
+            if not 0 <= int(offset) <= int(offset) + int(size) <= storage.numel():
+                raise UnsafePickleError("a storage view lies outside its storage")
+            return storage[int(offset) : int(offset) + int(size)]
+        return storage
 
-    def _read_storage(self, key: str, dtype: torch.dtype, numel: int) -> torch.Tensor:
-        try:
-            raw = self._archive.read("{}data/{}".format(self._root, key))
-        except KeyError:
-            raise UserInputError("storage {} is missing from the archive".format(key)) from None
-        itemsize = torch.empty((), dtype=dtype).element_size()
-        if len(raw) != numel * itemsize:
-            raise UserInputError("storage {} holds {} bytes, expected {}".format(key, len(raw), numel * itemsize))
-        if numel == 0:
-            return torch.empty(0, dtype=dtype)
-        return torch.frombuffer(bytearray(raw), dtype=dtype)
+
+def load_torch_file(path: str, *, module_classes: Iterable[str] = ()) -> Any:
+    """Unpickle a ``torch.save`` file of either format; allowed module classes come back as :class:`PickledModule`."""
+    path = str(path)
+    if not os.path.isfile(path):
+        raise UserInputError("no such file: {}".format(path))
+    if zipfile.is_zipfile(path):
+        return load_torch_archive(path, module_classes=module_classes)
+    return load_legacy_file(path, module_classes=module_classes)
 
 
 def load_torch_archive(path: str, *, module_classes: Iterable[str] = ()) -> Any:
-    """Unpickle a ``torch.save`` zip archive; allowed module classes come back as :class:`PickledModule`."""
+    """Unpickle a ``torch.save`` zip archive (torch ≥ 1.6)."""
     try:
         archive = zipfile.ZipFile(str(path))
     except FileNotFoundError:
         raise UserInputError("no such file: {}".format(path)) from None
     except (zipfile.BadZipFile, OSError) as exc:
-        raise UserInputError(
-            "{} is not a torch.save zip archive ({}); the pre-1.6 legacy format is not supported".format(path, exc)
-        ) from None
+        raise UserInputError("{} is not a torch.save zip archive ({})".format(path, exc)) from None
     with archive:
         pickles = [n for n in archive.namelist() if n.endswith("/data.pkl") and n.count("/") == 1]
         if len(pickles) != 1:
@@ -187,13 +210,69 @@ def load_torch_archive(path: str, *, module_classes: Iterable[str] = ()) -> Any:
         root = pickles[0][: -len("data.pkl")]
         if _read_optional(archive, root + "byteorder") not in (None, b"little"):
             raise UserInputError("{} was saved on a big-endian machine, which is not supported".format(path))
-        unpickler = _RestrictedUnpickler(archive.read(pickles[0]), archive, root, set(module_classes))
-        try:
-            return unpickler.load()
-        except UnsafePickleError as exc:
-            raise UserInputError("refusing to load {}: {}".format(path, exc)) from None
-        except (pickle.UnpicklingError, EOFError, AttributeError, TypeError, ValueError, RuntimeError) as exc:
-            raise UserInputError("cannot unpickle {}: {}".format(path, str(exc).splitlines()[0])) from None
+
+        def storage(key: str, dtype: torch.dtype, numel: int) -> torch.Tensor:
+            try:
+                raw = archive.read("{}data/{}".format(root, key))
+            except KeyError:
+                raise UserInputError("{}: storage {} is missing from the archive".format(path, key)) from None
+            return _storage_from_bytes(raw, dtype, numel, "{}: storage {}".format(path, key))
+
+        data = io.BytesIO(archive.read(pickles[0]))
+        return _unpickle(_RestrictedUnpickler(data, set(module_classes), storage), path)
+
+
+def load_legacy_file(path: str, *, module_classes: Iterable[str] = ()) -> Any:
+    """Unpickle a file in torch's legacy (0.4–1.5) format: storages are allocated while unpickling and
+    filled from the records that follow the object pickle."""
+    with open(path, "rb") as fh:
+        stream = io.BytesIO(fh.read())
+    try:
+        magic, protocol, sys_info = (_RestrictedUnpickler(stream, set(), None).load() for _ in range(3))
+    except Exception:  # any byte stream: unpickling garbage raises many types
+        magic, protocol, sys_info = None, None, None
+    if magic != _LEGACY_MAGIC:
+        raise UserInputError("{} is not a torch.save file (neither a zip archive nor the torch 0.4-1.5 format)".format(path))
+    if protocol != _LEGACY_PROTOCOL:
+        raise UserInputError("{} has legacy protocol {}, expected {}".format(path, protocol, _LEGACY_PROTOCOL))
+    if not (isinstance(sys_info, dict) and sys_info.get("little_endian") is True):
+        raise UserInputError("{} was saved on a big-endian machine, which is not supported".format(path))
+    storages: Dict[str, Tuple[torch.dtype, torch.Tensor]] = {}
+
+    def storage(key: str, dtype: torch.dtype, numel: int) -> torch.Tensor:
+        storages[key] = (dtype, torch.empty(numel, dtype=dtype))
+        return storages[key][1]
+
+    result = _unpickle(_RestrictedUnpickler(stream, set(module_classes), storage), path)
+    keys = _unpickle(_RestrictedUnpickler(stream, set(), None), path)
+    if not isinstance(keys, list) or sorted(map(str, keys)) != sorted(storages):
+        raise UserInputError("{}: the storage records do not match the tensors".format(path))
+    for key in map(str, keys):
+        dtype, target = storages[key]
+        header = stream.read(8)
+        count = struct.unpack("<q", header)[0] if len(header) == 8 else -1
+        raw = stream.read(max(count, 0) * target.element_size())
+        target.copy_(_storage_from_bytes(raw, dtype, target.numel(), "{}: storage {}".format(path, key)))
+    return result
+
+
+def _unpickle(unpickler: _RestrictedUnpickler, path: str) -> Any:
+    try:
+        return unpickler.load()
+    except UnsafePickleError as exc:
+        raise UserInputError("refusing to load {}: {}".format(path, exc)) from None
+    except (pickle.UnpicklingError, EOFError, AttributeError, TypeError, ValueError, RuntimeError, IndexError,
+            KeyError, struct.error) as exc:
+        raise UserInputError("cannot unpickle {}: {}".format(path, (str(exc).splitlines() or [type(exc).__name__])[0])) from None
+
+
+def _storage_from_bytes(raw: bytes, dtype: torch.dtype, numel: int, what: str) -> torch.Tensor:
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    if len(raw) != numel * itemsize:
+        raise UserInputError("{} holds {} bytes, expected {}".format(what, len(raw), numel * itemsize))
+    if numel == 0:
+        return torch.empty(0, dtype=dtype)
+    return torch.frombuffer(bytearray(raw), dtype=dtype)
 
 
 def _read_optional(archive: zipfile.ZipFile, name: str) -> Optional[bytes]:

@@ -17,7 +17,10 @@ equations and ../shared/papers/README.md. The paper's figures are lost in our te
   local windows, relative positional encoding, softmax over the window (eq. 9); conv path: a 1×1 "fc" mixing the
   3·heads projected maps into k² = 9 maps, then a grouped 3×3 "shift" conv initialised to one-hot shift kernels
   (eqs. 6–8); output = rate_att·attention + rate_conv·conv with learnable rates, both initialised to 0.5. The
-  paper gives no heads/window; 4 heads and a 7×7 window are ACmix's ResNet settings.
+  paper gives no heads/window; 4 heads and a 7×7 window are ACmix's ResNet settings. §4.2 adds that "we
+  finally set different parameter Settings for the above three recognized loss functions" (CE, focal, MC-loss)
+  without saying what they are: we use this one setting (4 heads, 7×7 window, rates initialised to 0.5) with
+  every loss.
 * **Downsampling layer (§3.3, Fig. 7(b), Fig. 2(c) caption).** "The downsampling layer used in the virtual
   curve [the shortcut that changes the map size] is the one using 2×2 convolution", padded "only [on] two sides":
   we pad right and bottom by one zero and apply a 2×2 stride-2 conv + BN. This gives ceil(H/2), the size of the

@@ -24,6 +24,10 @@ Choices where the paper is silent (each documented with its effect on the parame
   on ResNet-50: C=128 → 24.11M, C=256 → 24.87M, C=512 → 26.86M; Table 2 says 25.0M, so C = 256.
   Without the reconstruction branch (what is deployed) C=256 gives 24.60M (24,601,980); the train-time
   count is 24,865,148. care_resnet18 (no paper figure) keeps C = 256: 11.80M train, 11.53M deploy.
+  Table 2 counts the train-time model: "the total number of parameters is the sum of all learnable
+  parameters across layers" (§IV.A.2, eqs. (11)-(12)), and the reconstruction branch is learnable. The
+  bench shows both counts, labelled train and deploy (``deploy_parameters()``), and compares 25.0M with the
+  train count; its MACs are those of the deployed graph.
 * Attention hidden width (eq. (2)): C/16, SE's reduction [33] — 8,464 parameters per scale at C=256.
   One attention module per guided scale (A_i carries the index i): 3 × 8,464 = 25,392 parameters.
 * Fusion MLP (eq. (6)): Linear(2C, C/4) → ReLU (the paper's activation of eq. (2)) → Linear(C/4, 4),

@@ -22,11 +22,26 @@ Attention region (§3.2, eqs. (4)-(7)), as the official ``map_generate`` / ``att
 
 Inference (§3.4): ``mode="raw"`` sums the four logits of the raw image; ``mode="raw+aoval"`` (the paper's
 figure, deployment default) adds the four logits of the A_oval crop — a sum of eight. Both are one static
-graph: the box comes from max/min reductions over row/column indicators (no NonZero), the crop is one
-GridSample (ONNX opset ≥ 16, TensorRT's IGridSampleLayer), and the batch is never split into samples.
-The train forward returns :class:`CmalOutput` (the four raw-image logits and the detached maps);
-``attention_maps`` / ``attention_box`` / ``crop_regions`` work on batches so a trainer can build the mutual
-data augmentation of Algorithm 1 on them.
+graph: the box comes from max/min reductions over row/column indicators (no NonZero), and the batch is never
+split into samples. The crop is two batched MatMuls, rows · image · cols, with per-image N×H×H and N×W×W
+resampling matrices built from the box by comparisons with pixel indices (no Gather, GridSample or
+data-dependent shape; MatMul, Floor, Min, Clip, Equal, Where parse in TensorRT 8.5+). Each matrix row holds
+the two taps and weights that ``upsample_bilinear`` (align_corners=True) computes for the sliced box, in its
+own float32 steps: ratio (h − 1)/(L − 1) rounded once, position ratio·i rounded once, floor, weight =
+position − index. So the crop equals the official slice + resize except for the rounding of the last of the
+two additions per axis (≤ 1 ulp, in some pixels), and a whole-image box returns the image itself, bit for
+bit. (A sampling grid, as GridSample takes, rounds positions at image scale: up to 3e-5 px off at 448, and a
+whole-image box is not an exact copy.) The crop runs in :class:`AovalCrop`, whose ONNX scope the FP16 and
+INT8 stages keep in float. The train forward returns :class:`CmalOutput` (the four raw-image logits and the
+detached maps); ``attention_maps`` / ``attention_box`` / ``crop_regions`` work on batches so a trainer can
+build the mutual data augmentation of Algorithm 1 on them.
+
+Fidelity, measured by ``benchmarks/cmal_crop_fidelity.py`` (cmal_resnet50 at 448, BN statistics of 15 real
+photos, against the official test() run per image in float32): raw + A_oval logits equal the official ones
+bit for bit where the box is the whole image and are within 2.9e-5 to 6.9e-5 of max|logit| where it is not
+(the GridSample crop: 2.2e-5 to 9.3e-4). Such a random-weight network turns any 1-ulp change of an input
+into ~1e-5 of max|logit| (its official float32 logits differ from float64 ones by that much), so that is
+the floor for any implementation that is not the same kernel.
 
 Deviations from the paper text, all following the official code:
 
@@ -42,9 +57,10 @@ crashes on an empty slice). Float32 arithmetic for the padded edges reproduces t
 ``int()`` results for every size up to 2048 (checked exhaustively).
 
 Measured at 448 px, 100 classes (fvcore, one multiply-add = one MAC; it also counts BN, the CAM matmuls,
-the bilinear resize and GridSample, and skips only pooling, max/min reductions and element-wise ops):
-cmal_resnet50 42.88M parameters (Table 9: 43M), 37.31G MACs RAW (37.4G), 74.64G RAW + A_oval (74.8G).
-cmal_resnet18: 29.17M, 27.07G / 54.15G — the 3×3 block on layer2's 56×56 map (14.8G) dominates either way.
+the bilinear resize and the crop's two MatMuls (0.54G), and skips only pooling, max/min reductions and
+element-wise ops): cmal_resnet50 42.88M parameters (Table 9: 43M), 37.31G MACs RAW (37.4G), 75.00G RAW +
+A_oval (74.8G). cmal_resnet18: 29.17M, 27.07G / 54.51G — the 3×3 block on layer2's 56×56 map (14.8G)
+dominates either way.
 """
 import logging
 from typing import Any, List, NamedTuple, Optional, Sequence, Tuple
@@ -159,34 +175,66 @@ def _padded_span(hits: torch.Tensor, padding: float) -> Tuple[torch.Tensor, torc
     return start, end
 
 
-def crop_grid(boxes: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """GridSample grid (N, H, W, 2) resizing each box to H×W with the align_corners=True mapping.
+def resize_matrices(boxes: torch.Tensor, height: int, width: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Separable bilinear resampling of each box to H×W: (rows (N, H, H), cols (N, W, W)), so that
+    ``rows @ image @ cols`` is the box sliced out of the image and resized with upsample_bilinear.
 
-    Output row i samples source row top + i·(h−1)/(H−1) — what slicing the box and upsample_bilinear do.
+    Row i of ``rows`` holds the two taps and weights that interpolate(mode="bilinear", align_corners=True)
+    computes for output row i of an h-row slice, in its own float32 steps (:func:`_bilinear_taps`); the
+    slice offset is added to integer indices only, so no position is rounded at image scale.
     """
-    rows = _sample_positions(boxes[:, 0], boxes[:, 1], height)
-    cols = _sample_positions(boxes[:, 2], boxes[:, 3], width)
-    return torch.stack([cols.unsqueeze(1).expand(-1, height, -1), rows.unsqueeze(2).expand(-1, -1, width)], dim=-1)
+    return (
+        _resize_matrix(boxes[:, 0], boxes[:, 1], height, source_axis=2),
+        _resize_matrix(boxes[:, 2], boxes[:, 3], width, source_axis=1),
+    )
 
 
-def _sample_positions(start: torch.Tensor, end: torch.Tensor, length: int) -> torch.Tensor:
-    steps = torch.arange(length, dtype=start.dtype, device=start.device) / (length - 1)
-    pixels = start.unsqueeze(1) + steps * (end - start - 1.0).unsqueeze(1)
-    return pixels * (2.0 / (length - 1)) - 1.0
+def _bilinear_taps(start: torch.Tensor, end: torch.Tensor, length: int) -> Tuple[torch.Tensor, ...]:
+    """(first, second, weight of second) (N, length) for resizing [start, end) to ``length`` pixels.
+
+    As PyTorch's upsample kernel (area_pixel_compute_scale, guard_index_and_lambda): ratio (h − 1)/(L − 1)
+    rounded once, source position ratio·i rounded once, index floor(position) ≤ h − 1, weight
+    position − index in [0, 1], second tap index + 1 except on the last row. A whole-image box gives ratio
+    1 and weight 0: the identity.
+    """
+    extent = (end - start).unsqueeze(1)
+    ratio = (extent - 1.0) / max(length - 1, 1)
+    positions = ratio * torch.arange(length, dtype=start.dtype, device=start.device)
+    last = extent - 1.0
+    index = torch.minimum(torch.floor(positions), last)
+    weight = (positions - index).clamp(0.0, 1.0)
+    offset = start.unsqueeze(1)
+    return offset + index, offset + torch.minimum(index + 1.0, last), weight
 
 
-def box_from_grid(grid: torch.Tensor) -> torch.Tensor:
-    """The boxes a :func:`crop_grid` grid was made from (rounded to pixels); reads an exported graph's box."""
-    height, width = grid.shape[1:3]
-    rows = (grid[:, :, 0, 1] + 1.0) * ((height - 1) / 2.0)
-    cols = (grid[:, 0, :, 0] + 1.0) * ((width - 1) / 2.0)
-    return torch.stack([rows[:, 0], rows[:, -1] + 1.0, cols[:, 0], cols[:, -1] + 1.0], dim=1).round()
+def _resize_matrix(start: torch.Tensor, end: torch.Tensor, length: int, *, source_axis: int) -> torch.Tensor:
+    """(N, L, L) weights, output pixels along axis 3 − ``source_axis``, source pixels along ``source_axis``."""
+    first, second, weight = (t.unsqueeze(source_axis) for t in _bilinear_taps(start, end, length))
+    shape = [1, 1, 1]
+    shape[source_axis] = length
+    pixels = torch.arange(length, dtype=start.dtype, device=start.device).reshape(shape)
+    # Comparisons and selections only: no Gather/Scatter, static shapes (TensorRT 8.5 parses every op).
+    return torch.where(pixels == first, 1.0 - weight, 0.0) + torch.where(pixels == second, weight, 0.0)
+
+
+def box_from_matrices(rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+    """The boxes (N, 4) that :func:`resize_matrices` made ``rows``/``cols`` from; reads an exported graph's box.
+
+    The first output pixel reads the box's first pixel alone; the last one reads the box's last pixel with a
+    weight within a few ulp of 1.
+    """
+    top, bottom = rows[:, 0].argmax(dim=1), rows[:, -1].argmax(dim=1) + 1
+    left, right = cols[:, :, 0].argmax(dim=1), cols[:, :, -1].argmax(dim=1) + 1
+    return torch.stack([top, bottom, left, right], dim=1).to(rows.dtype)
 
 
 def crop_regions(images: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
-    """A_n: each image's box cropped and resized to the full input, in one GridSample."""
-    grid = crop_grid(boxes.to(images.dtype), images.shape[-2], images.shape[-1])
-    return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=True)
+    """A_n: each image's box cropped and resized to the full input — two batched MatMuls.
+
+    Columns first, then rows: the order in which upsample_bilinear's kernel combines its four taps.
+    """
+    rows, cols = resize_matrices(boxes.to(images.dtype), images.shape[-2], images.shape[-1])
+    return torch.matmul(rows.unsqueeze(1), torch.matmul(images, cols.unsqueeze(1)))
 
 
 # -- blocks ------------------------------------------------------------------------------------------------
@@ -229,6 +277,38 @@ class ExpertHead(nn.Sequential):
         return self[1].weight.detach(), self[4].weight.detach()
 
 
+def expert_attention(
+    output: CmalOutput, cam_weights: Sequence[Tuple[torch.Tensor, torch.Tensor]], size: Sequence[int]
+) -> List[torch.Tensor]:
+    """Ω̃_n^norm (N, H, W) of the three experts at ``size``, from their maps x_n'' and predicted classes."""
+    return [
+        upsample_attention(class_activation_map(x, p, *weights), size)
+        for x, p, weights in zip(output.maps, output.logits[:3], cam_weights)
+    ]
+
+
+class AovalCrop(nn.Module):
+    """The A_oval crop of the inference (§3.4): CAMs → overall attention → box → crop resized to the input.
+
+    A module of its own so that its ONNX nodes share one scope, which the export records (``FP32_ARITHMETIC``)
+    and the precision stages keep in float: the FP16 graph computes these coordinates, weights and thresholds
+    in FP32 (an FP16 sample position at 448 px is up to 0.25 px off) and the INT8 graph leaves them
+    unquantized (a quantized row index moves the crop). No parameters: the CAM weights are the heads'.
+    """
+
+    FP32_ARITHMETIC = True
+
+    def forward(
+        self,
+        images: torch.Tensor,
+        output: CmalOutput,
+        cam_weights: Sequence[Tuple[torch.Tensor, torch.Tensor]],
+        threshold: float,
+    ) -> torch.Tensor:
+        attention = overall_attention(expert_attention(output, cam_weights, images.shape[-2:]))
+        return crop_regions(images, attention_box(attention, threshold))
+
+
 # -- model -------------------------------------------------------------------------------------------------
 
 
@@ -250,6 +330,7 @@ class CmalNet(FgvcModel):
         self.blocks = nn.ModuleList([expert_block(c, activation) for c in stage_channels])
         self.heads = nn.ModuleList([ExpertHead(BLOCK_WIDTH, num_classes) for _ in stage_channels])
         self.concat_head = ExpertHead(BLOCK_WIDTH * len(stage_channels), num_classes)
+        self.aoval_crop = AovalCrop() if mode == "raw+aoval" else None
 
     @property
     def variant(self) -> Optional[str]:
@@ -272,12 +353,12 @@ class CmalNet(FgvcModel):
         p_concat = self.concat_head(torch.cat(descriptors, dim=1))
         return CmalOutput(p1, p2, p3, p_concat, tuple(m.detach() for m in maps))
 
+    def cam_weights(self) -> List[Tuple[torch.Tensor, torch.Tensor]]:
+        return [head.cam_weights() for head in self.heads]
+
     def attention_maps(self, output: CmalOutput, size: Sequence[int]) -> List[torch.Tensor]:
         """Ω̃_n^norm (N, H, W) of the three experts at ``size``, each for its own predicted class."""
-        return [
-            upsample_attention(class_activation_map(x, p, *head.cam_weights()), size)
-            for x, p, head in zip(output.maps, output.logits[:3], self.heads)
-        ]
+        return expert_attention(output, self.cam_weights(), size)
 
     def aoval_box(self, output: CmalOutput, size: Sequence[int]) -> torch.Tensor:
         """The A_oval box of every image (N, 4) = [top, bottom, left, right)."""
@@ -287,10 +368,10 @@ class CmalNet(FgvcModel):
         output = self.experts(images)
         if self.training:
             return output
-        if self.mode == "raw":
+        if self.aoval_crop is None:
             return output.total()
-        boxes = self.aoval_box(output, images.shape[-2:])
-        return output.total() + self.experts(crop_regions(images, boxes)).total()
+        crops = self.aoval_crop(images, output, self.cam_weights(), self.threshold)
+        return output.total() + self.experts(crops).total()
 
     def loss(self, outputs: CmalOutput, targets: torch.Tensor) -> torch.Tensor:
         """Sum of the four heads' CE on the raw image (Algorithm 1's full multi-step recipe is the trainer's)."""
@@ -304,30 +385,28 @@ class CmalNet(FgvcModel):
 class AttentionBoxProbe:
     """Parity of a thresholded graph: the A_oval box is discontinuous in the input, so ±1 ulp can move it.
 
-    The graph is run with the GridSample grid as an extra output, from which ONNX Runtime's box is read.
-    A box must equal PyTorch's, or differ by at most 1 px on a sample whose attention map has a pixel within
-    THRESHOLD_TIE of t. The reference logits are PyTorch's given the accepted box (ONNX Runtime's when it
-    is accepted, PyTorch's own otherwise — then the logits disagree and the export fails).
+    The graph is run with the crop's two resampling matrices as extra outputs, from which ONNX Runtime's box
+    is read. A box must equal PyTorch's, or differ by at most 1 px on a sample whose attention map has a
+    pixel within THRESHOLD_TIE of t. The reference logits are PyTorch's given the accepted box (ONNX
+    Runtime's when it is accepted, PyTorch's own otherwise — then the logits disagree and the export fails).
     """
 
     def __init__(self, model: CmalNet, proto: Any) -> None:
         onnx = require("onnx", "toolkit")
-        grids = [node.input[1] for node in proto.graph.node if node.op_type == "GridSample"]
-        if len(grids) != 1:
-            raise FgvcError("the raw+aoval graph should hold one GridSample, found {}".format(len(grids)))
         self.model = model
-        self.grid_name = grids[0]
-        # Serialise with the extra output, then restore the graph that is shipped.
-        proto.graph.output.append(onnx.helper.make_tensor_value_info(self.grid_name, onnx.TensorProto.FLOAT, None))
+        self.matrix_names = crop_matrix_names(proto)
+        # Serialise with the extra outputs, then restore the graph that is shipped.
+        for name in self.matrix_names:
+            proto.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
         try:
             self.model_bytes = proto.SerializeToString()
         finally:
-            proto.graph.output.pop()
+            del proto.graph.output[-len(self.matrix_names) :]
 
     def compare(self, session: Any, images: torch.Tensor) -> Tuple[np.ndarray, np.ndarray]:
         """(reference, candidate) logits of ``images`` for export_onnx's comparison."""
-        logits, grid = session.run(["logits", self.grid_name], {"input": images.numpy()})
-        onnx_boxes = box_from_grid(torch.from_numpy(grid)).to(images.dtype)
+        logits, rows, cols = session.run(["logits", *self.matrix_names], {"input": images.numpy()})
+        onnx_boxes = box_from_matrices(torch.from_numpy(rows)[:, 0], torch.from_numpy(cols)[:, 0]).to(images.dtype)
         with torch.inference_mode():
             output = self.model.experts(images)
             attention = overall_attention(self.model.attention_maps(output, images.shape[-2:]))
@@ -342,6 +421,19 @@ class AttentionBoxProbe:
                 differing, len(images), int((accepted & (own_boxes != onnx_boxes).any(dim=1)).sum()),
             )
         return reference.float().numpy(), logits
+
+
+def crop_matrix_names(proto: Any) -> Tuple[str, str]:
+    """Names of the (N, 1, H, H) and (N, 1, W, W) matrices of :func:`crop_regions` in an exported graph:
+    the one MatMul that reads the graph input resamples columns, the MatMul that reads its product rows."""
+    image = proto.graph.input[0].name
+    matmuls = [node for node in proto.graph.node if node.op_type == "MatMul"]
+    columns = [node for node in matmuls if node.input[0] == image]
+    rows = [node for node in matmuls if columns and node.input[1] == columns[0].output[0]]
+    if len(columns) != 1 or len(rows) != 1:
+        raise FgvcError("the raw+aoval graph should resample the input with two MatMuls, found {} and {}".format(
+            len(columns), len(rows)))
+    return rows[0].input[0], columns[0].input[1]
 
 
 def boxes_agree(

@@ -11,7 +11,15 @@ log = logging.getLogger(__name__)
 
 
 def count_params(model: nn.Module) -> int:
+    """Every learnable parameter, training-only parts included (how the papers count)."""
     return sum(p.numel() for p in model.parameters())
+
+
+def count_deploy_params(model: nn.Module) -> int:
+    """Parameters the eval forward (and so the exported graph) uses: a model with training-only parts
+    (CARE-Net's reconstruction branch) says so through ``deploy_parameters()``."""
+    hook = getattr(model, "deploy_parameters", None)
+    return int(hook()) if callable(hook) else count_params(model)
 
 
 def count_macs(model: nn.Module, input_size: int, batch: int = 1) -> Tuple[int, Dict[str, int]]:

@@ -134,7 +134,10 @@ def _rbi(backbone: str, paper_rows: Tuple[str, ...] = ()) -> ModelConfig:
         name="rbi_" + backbone,
         input_size=224,
         num_classes=120,  # Stanford Dogs, the dataset of the paper's parameter figures
-        preprocess=Preprocess(resize_size=256, crop_size=224, mean=IMAGENET_MEAN, std=IMAGENET_STD),
+        # "all input images are resized to 224x224 pixels": a square resize, no crop (see models/rbi.py).
+        preprocess=Preprocess(
+            resize_size=224, crop_size=224, resize_mode="exact", mean=IMAGENET_MEAN, std=IMAGENET_STD
+        ),
         paper="Le et al., Enhancing Fine-grained Image Classification through Attentive Batch Training, "
         "arXiv 2412.19606",
         source="our implementation of eqs. 1-13 (no official code); backbone torchvision.models.{}".format(backbone),

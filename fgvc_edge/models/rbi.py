@@ -16,6 +16,10 @@ image's own embedding n alone: z = W_V n + s₀, r = W_S n, β = σ(W_β[z‖r�
 W_Q and W_K have no effect.
 
 Choices where the paper is silent or ambiguous:
+* Input. "Initially, all input images are resized to 224x224 pixels" (implementation details): a square
+  resize to 224×224 (aspect ratio not kept, nothing cropped), for training and test, and the RPE of eqs. 1–2
+  compares those pixels. Checkpoints made before this default (Resize(256) → CenterCrop(224)) record their
+  preprocessing and keep it when loaded.
 * RPE input. The model takes the normalised tensor of its ``Preprocess``; it un-normalises (x·std + mean,
   with the mean/std of ``model.config.preprocess``, so a checkpoint's own preprocessing is honoured) and
   clips to [0, 1] so that MAX = 1 in eq. 2 and PSNR is always defined. S is a fixed encoding of the pixels:

@@ -9,6 +9,8 @@ GridSample, Range, CumSum) computes pixel coordinates, where FP16's spacing of 0
 crop borders. Short sums (≤ 256 terms, e.g. ACANet's per-head q·k) stay FP16: kept FP32 they cost two
 Casts each, 800 in ACANet-18, for no measurable gain (FP16 parity 4.8e-4 either way). Initializers that an
 FP32-kept node shares with an FP16 node are copied first (``unshared_for_fp16``).
+Blocking op types leaves the Mul/Add/Sub between them in FP16, so a model also names whole
+modules that stay FP32 (the export record's ``fp32_scopes``, e.g. CMAL-Net's crop): every node there is kept.
 
 The result is checked on CPU with ONNX Runtime against the FP32 graph on the same inputs; relative error,
 cosine and top-1 agreement go into the sidecar. ONNX Runtime's CPU provider has FP16 kernels for only some
@@ -94,19 +96,22 @@ def convert_fp16(onnx_path: str, output: Optional[str] = None, *, cache_dir: str
         blocked, fp32_sums = fp16_blocking(proto)
     source_sha = sha256_file(onnx_path)
     key = digest({"model": source_sha, "fp16_block_list": blocked, "keep_io_types": True,
-                  "fp16_rules": FP16_RULES_REVISION, "fp16_sum_max_terms": FP16_SUM_MAX_TERMS})
+                  "fp16_rules": FP16_RULES_REVISION, "fp16_sum_max_terms": FP16_SUM_MAX_TERMS,
+                  "fp32_scopes": record.get("fp32_scopes") or []})
     stem = os.path.splitext(os.path.basename(onnx_path))[0]
     path = output or os.path.join(cache_dir, "{}-fp16-{}.onnx".format(stem, key[:16]))
     cached = None if force else cached_record(path, key)
     if cached is not None:
         return TypedOnnx(path=path, record=cached, cache_hit=True)
+    kept = fp32_sums + scope_nodes(proto, record.get("fp32_scopes") or ())
     with warnings.catch_warnings(), library_stage("FP16 conversion (onnxconverter-common)"):
         # It warns once per weight below FP16's range that it clamps to ±1e-7; the check below measures the effect.
         warnings.simplefilter("ignore", UserWarning)
         converted = float16.convert_float_to_float16(
-            unshared_for_fp16(proto, blocked, fp32_sums), keep_io_types=True, op_block_list=blocked,
-            node_block_list=float_casts(proto) + fp32_sums,
+            unshared_for_fp16(proto, blocked, kept), keep_io_types=True, op_block_list=blocked,
+            node_block_list=float_casts(proto) + kept,
         )
+    drop_fp16_round_trips(converted)
     new_record = dict(record)
     new_record.pop("parity", None)
     new_record.update(
@@ -149,6 +154,48 @@ def unshared_for_fp16(proto: Any, blocked: List[str], blocked_nodes: Sequence[st
     prepared.CopyFrom(proto)
     unshare_initializers(prepared, lambda node: node.op_type in kept_float or node.name in casts)
     return prepared
+
+
+def scope_nodes(proto: Any, scopes: Sequence[str]) -> List[str]:
+    """Nodes under the export record's ``fp32_scopes`` (modules whose arithmetic is coordinates and weights,
+    such as CMAL-Net's crop): every op there stays FP32, not only the op types of the block list."""
+    return [node.name for node in proto.graph.node if node.name and any(node.name.startswith(s) for s in scopes)]
+
+
+def drop_fp16_round_trips(proto: Any) -> None:
+    """Let FP32 values reach FP32 nodes unrounded: the converter casts every output of a kept node to FP16 and
+    casts it back before the next kept node (within CMAL-Net's crop: 0.25 px steps on positions at 448 px).
+    Such a Cast(FP32→FP16) → Cast(→FP32) pair is bypassed and Casts left unread are removed."""
+    onnx = require("onnx", "toolkit")
+    typed = onnx.shape_inference.infer_shapes(proto)
+    fp32 = {v.name for v in list(typed.graph.value_info) + list(typed.graph.input)
+            if v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT}
+    fp32.update(init.name for init in proto.graph.initializer if init.data_type == onnx.TensorProto.FLOAT)
+    producers = {name: node for node in proto.graph.node for name in node.output}
+    outputs = {o.name for o in proto.graph.output}
+    bypass = {}
+    for node in proto.graph.node:
+        first = producers.get(node.input[0]) if _casts_to(node, onnx.TensorProto.FLOAT) else None
+        if first is not None and _casts_to(first, onnx.TensorProto.FLOAT16) and first.input[0] in fp32:
+            if node.output[0] not in outputs:
+                bypass[node.output[0]] = first.input[0]
+    for node in proto.graph.node:
+        node.input[:] = [bypass.get(name, name) for name in node.input]
+    while True:
+        read = {name for node in proto.graph.node for name in node.input} | outputs
+        unread = [node for node in proto.graph.node if node.op_type == "Cast" and node.output[0] not in read]
+        if not unread:
+            break
+        for node in unread:
+            proto.graph.node.remove(node)
+    present = {name for node in proto.graph.node for name in list(node.input) + list(node.output)}
+    stale = [info for info in proto.graph.value_info if info.name not in present]
+    for info in stale:
+        proto.graph.value_info.remove(info)
+
+
+def _casts_to(node: Any, dtype: int) -> bool:
+    return node.op_type == "Cast" and any(a.name == "to" and a.i == dtype for a in node.attribute)
 
 
 def float_casts(proto: Any) -> List[str]:

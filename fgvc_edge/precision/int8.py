@@ -291,7 +291,8 @@ def float_nodes(proto: Any, scopes: Sequence[str] = ()) -> List[str]:
     - MatMul/Gather reading a weight that another node also reads (CMAL-Net builds its CAM from its heads'
       Linear weights, ``W4[argmax]·W1``; the heads' own Gemms stay quantized);
     - every node but a Conv under one of ``scopes`` (the export record's ``int8_float_scopes``: modules such
-      as ACANet's FCSA whose attention is hundreds of small elementwise ops);
+      as ACANet's FCSA whose attention is hundreds of small elementwise ops, and CMAL-Net's crop, whose
+      row/column indices and interpolation weights a quantization would move);
     - what is computed from those products up to the next weighted layer (CMAL-Net's map → threshold → box
       → crop grid: pixel coordinates, where INT8 steps of ~0.5 px move the crop), and the view ops
       (Reshape, Transpose, …) that feed only float nodes, which would otherwise hand them a DequantizeLinear.

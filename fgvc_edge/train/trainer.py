@@ -43,7 +43,7 @@ from fgvc_edge.train.distributed import (
     shutdown,
 )
 from fgvc_edge.train.losses import TrainingModule
-from fgvc_edge.train.recipes import Recipe, get_recipe
+from fgvc_edge.train.recipes import Recipe, check_initialisation, get_recipe
 from fgvc_edge.train.state import capture_rng, last_checkpoint, restore_rng
 from fgvc_edge.train.steps import STEPS, StepContext
 
@@ -72,6 +72,8 @@ class TrainOptions:
     # The data set decides the class count; given, it must agree (a check, as for every model-creating command).
     num_classes: Optional[int] = None
     backbone_weights: Optional[str] = None
+    # Train a recipe whose paper starts from ImageNet weights from random initialisation instead.
+    from_scratch: bool = False
     official_checkpoint: Optional[str] = None
     checkpoint: Optional[str] = None
     resume: bool = False
@@ -212,6 +214,12 @@ def _fresh_run(options: TrainOptions) -> _Run:
             options.model, model.config.input_size, options.input_size))
     _check_classes(model, splits)
     run = _make_run(model, splits, options)
+    if not (options.official_checkpoint or options.checkpoint):
+        check_initialisation(options.model, run.recipe, backbone_weights=options.backbone_weights,
+                             from_scratch=options.from_scratch)
+        if options.from_scratch and run.recipe.pretrained_backbone:
+            run.notes.append("--from-scratch: the {} paper recipe starts from ImageNet weights; this run does "
+                             "not".format(run.recipe.name))
     if options.backbone_weights:
         from fgvc_edge.importers.backbone import load_backbone_weights
 

@@ -99,3 +99,27 @@ def test_progress_counts_every_row_before_the_first(one_torch_thread):
     assert all(row["load_mb"] is not None and row["rss_peak_mb"] > row["load_mb"] for row in rows)
     assert rows[0]["run_peak_rss_mb"] >= max(row["rss_peak_mb"] for row in rows) * 0.99
     assert rows[0]["source"] == "random init" and rows[0]["calibration"] is None
+
+
+def test_care_rows_show_train_and_deploy_parameters_against_table2():
+    # CARE-Net's reconstruction branch is learnable but training-only: Table 2 counts it (the paper sums every
+    # learnable parameter), the deployed graph does not hold it. Both counts are in the row, labelled.
+    from rich.console import Console
+
+    from fgvc_edge.bench import papers
+    from fgvc_edge.bench.report import csv_text, markdown, rich_table
+    from fgvc_edge.bench.suite import run_bench
+
+    (row,) = run_bench(["care_resnet18"], BenchSettings(runtimes=(), threads=1, input_size=32))
+    width = 256
+    assert row["params"] - row["params_deploy"] == 4 * (width * width + width)  # the four 1×1 convs of eq. (8)
+    assert "train count" in row["paper"]["note"] and "24.87M" in row["paper"]["note"]
+    console = Console(width=250, record=True)
+    console.print(rich_table([row], wide=True))
+    text = console.export_text()
+    assert "{:.2f}".format(row["params"] / 1e6) in text and "{:.2f}".format(row["params_deploy"] / 1e6) in text
+    assert "Table 2 counts every learnable parameter" in text
+    assert "params M" in markdown([row]) and "deploy M" in markdown([row])
+    assert str(row["params_deploy"]) in csv_text([row])
+    same = dict(row, params_deploy=row["params"], paper=papers.paper_summary("cmal_table9/resnet50"))
+    assert "deploy M" not in markdown([same])  # one count when they agree

@@ -167,6 +167,8 @@ def test_onnx_holds_nothing_of_the_branch(tmp_path):
         result = export_onnx(model, str(tmp_path / "{}.onnx".format(label)))
         assert result.parity.passed
         graphs.append(onnx.load(result.path).graph)
+        # The sidecar carries both counts: every learnable parameter, and those the graph holds.
+        assert (result.record["params"], result.record["params_deploy"]) == (n_params(model), n_params(bare))
     ops = [Counter(node.op_type for node in g.node) for g in graphs]
     shapes = [sorted(tuple(init.dims) for init in g.initializer) for g in graphs]
     assert ops[0] == ops[1] and ops[0]["Conv"] > 0

@@ -1,4 +1,5 @@
 """RBI: RPE (eqs. 1-2), RRA (eqs. 3-13) against a literal reading of the equations, batch semantics, export."""
+import copy
 import json
 import math
 from dataclasses import replace
@@ -9,13 +10,14 @@ import torch
 from torchvision import models as tv_models
 
 from fgvc_edge.bench.papers import paper_row
+from fgvc_edge.checkpoint import save_checkpoint
 from fgvc_edge.errors import UserInputError
 from fgvc_edge.export import export_onnx
 from fgvc_edge.models import create_model, get_model_config
 from fgvc_edge.models.complexity import count_params
 from fgvc_edge.models.rbi import PSNR_EPS, ResidualRelationshipAttention, relationship_position_encoding
 from fgvc_edge.runtime import OnnxRunner
-from fgvc_edge.contract.preprocess import IMAGENET_MEAN, IMAGENET_STD
+from fgvc_edge.contract.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess
 
 BACKBONES = ("densenet121", "mobilenet_v3_large", "convnext_tiny", "swin_t", "swin_s", "convnext_base")
 SIZE = 32
@@ -83,8 +85,21 @@ def test_unnormalisation_follows_the_models_own_preprocess(model, monkeypatch):
 def test_config(backbone):
     cfg = get_model_config("rbi_" + backbone)
     assert cfg.batch_dependent and cfg.num_classes == 120 and cfg.input_size == 224
-    assert (cfg.preprocess.resize_size, cfg.preprocess.crop_size) == (256, 224)
+    # "all input images are resized to 224x224 pixels": square, nothing cropped.
+    assert (cfg.preprocess.resize_size, cfg.preprocess.crop_size, cfg.preprocess.resize_mode) == (224, 224, "exact")
     assert (cfg.preprocess.mean, cfg.preprocess.std) == (IMAGENET_MEAN, IMAGENET_STD)
+
+
+def test_square_resize_keeps_the_whole_image_and_old_checkpoints_keep_theirs(model, tmp_path):
+    wide = np.zeros((100, 300, 3), np.uint8)
+    wide[:, :30] = 255  # a white band at the left edge, which a centre crop would cut off
+    square = get_model_config(CHEAP).preprocess(wide)
+    assert square.shape == (3, 224, 224) and square[:, :, :20].min() > 2.0  # white after ImageNet normalisation
+    before = Preprocess(resize_size=256, crop_size=224, mean=IMAGENET_MEAN, std=IMAGENET_STD)  # the old default
+    old = copy.deepcopy(model)
+    old.config = replace(old.config, preprocess=before.for_input_size(SIZE))
+    save_checkpoint(old, str(tmp_path / "old"))
+    assert create_model(CHEAP, checkpoint=str(tmp_path / "old")).config.preprocess == before.for_input_size(SIZE)
 
 
 def test_non_positive_eps_is_refused():

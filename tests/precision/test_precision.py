@@ -3,8 +3,10 @@ import os
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 from onnx import TensorProto, numpy_helper
+from onnxconverter_common.float16 import convert_float_to_float16
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -207,3 +209,45 @@ def test_float_scopes_keep_all_but_their_convs_float():
     assert float_nodes(proto, ["/layer1/layer1.0/conv2/conv2.0/"]) == [  # each once, the view inside too
         "/layer1/layer1.0/conv2/conv2.0/Mul_3", "/layer1/layer1.0/conv2/conv2.0/ReduceSum",
         "/layer1/layer1.0/conv2/conv2.0/Reshape", "/layer1/layer1.0/conv2/conv2.0/Neg"]
+
+
+def test_fp32_scopes_stay_fp32_and_read_their_own_copy_of_shared_weights(tmp_path):
+    # A weight read inside an FP32 scope (CMAL-Net's CAM reads the heads' Linear weights) and by a converted
+    # node: the converter alone types it for one side and ORT refuses the graph; the scope gets its own copy.
+    from onnx import helper
+
+    from fgvc_edge.precision.fp16 import drop_fp16_round_trips, scope_nodes, unshared_for_fp16
+
+    w = numpy_helper.from_array(np.arange(6, dtype=np.float32).reshape(3, 2) / 7, "w")
+    nodes = [
+        helper.make_node("MatMul", ["x", "w"], ["head"], name="/head/MatMul"),
+        helper.make_node("MatMul", ["x", "w"], ["cam"], name="/aoval_crop/MatMul"),
+        helper.make_node("Mul", ["cam", "cam"], ["pos"], name="/aoval_crop/Mul"),
+        helper.make_node("Add", ["head", "pos"], ["y"], name="/Add"),
+    ]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])], [w])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    kept = scope_nodes(proto, ["/aoval_crop/"])
+    assert kept == ["/aoval_crop/MatMul", "/aoval_crop/Mul"]
+    split = unshared_for_fp16(proto, [], kept)
+    assert [list(n.input) for n in split.graph.node][:2] == [["x", "w"], ["x", "w_copy1"]]
+    assert [list(n.input) for n in proto.graph.node][1] == ["x", "w"]  # the source is left as it was
+    def session(model):
+        half = convert_float_to_float16(model, keep_io_types=True, node_block_list=kept)
+        return half, ort.InferenceSession(half.SerializeToString(), providers=["CPUExecutionProvider"])
+
+    with pytest.raises(Exception, match="bound to different types"):
+        session(proto)
+    half, runner = session(split)
+    # The converter hands the kept MatMul's output to the kept Mul through FP16 (Cast → Cast); that pair goes.
+    producers = {name: node for node in half.graph.node for name in node.output}
+    assert producers[[n for n in half.graph.node if n.name == "/aoval_crop/Mul"][0].input[0]].op_type == "Cast"
+    drop_fp16_round_trips(half)
+    mul = [n for n in half.graph.node if n.name == "/aoval_crop/Mul"][0]
+    assert [n.op_type for n in half.graph.node if mul.input[0] in n.output] == ["MatMul"]
+    runner = ort.InferenceSession(half.SerializeToString(), providers=["CPUExecutionProvider"])
+    assert {i.name: i.data_type for i in half.graph.initializer} == {"w": TensorProto.FLOAT16, "w_copy1": TensorProto.FLOAT}
+    x = np.array([[0.5, -1.0, 2.0]], np.float32)
+    expected = x @ numpy_helper.to_array(w) + (x @ numpy_helper.to_array(w)) ** 2
+    assert np.allclose(runner.run(None, {"x": x})[0], expected, rtol=2e-3)

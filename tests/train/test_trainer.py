@@ -95,6 +95,32 @@ def test_cli_errors_are_one_line(tiny_cub, tmp_path):
     _one_line_error(["train", "resnet18", "--data", tiny_cub, "--backbone-weights", tmp_path / "no.pth"], "no such weights")
 
 
+@pytest.mark.parametrize("model,size", [("care_resnet18", 32), ("cmal_resnet18", 64), ("rbi_mobilenet_v3_large", 32)])
+def test_paper_recipes_refuse_random_initialisation_in_one_line(tiny_cub, tmp_path, model, size):
+    args = ["train", model, "--data", tiny_cub, "--input-size", size, "--epochs", 1, "--out", tmp_path / "run"]
+    _one_line_error(args, "--backbone-weights FILE")
+    assert not (tmp_path / "run").exists()
+    _one_line_error(args + ["--from-scratch", "--backbone-weights", tmp_path / "w.pth"], "not both")
+
+
+def test_from_scratch_opts_out_and_is_recorded(tiny_cub, tmp_path):
+    out = tmp_path / "scratch"
+    args = ["train", "care_resnet18", "--data", tiny_cub, "--input-size", 32, "--epochs", 1, "--batch-size", 8,
+            "--from-scratch", "--out", out]
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    assert result.exit_code == 0, result.output
+    run = json.loads((out / "run.json").read_text())
+    assert run["options"]["from_scratch"] is True
+    assert any(note.startswith("--from-scratch: the care paper recipe") for note in run["notes"])
+
+
+def test_trained_starting_points_and_other_recipes_need_no_backbone_weights(tiny_cub):
+    from fgvc_edge.train.trainer import _fresh_run
+
+    assert _fresh_run(TrainOptions(model="acanet_resnet18", data=str(tiny_cub), input_size=64)).notes == []
+    assert _fresh_run(TrainOptions(model="care_resnet18", data=str(tiny_cub), input_size=32, recipe="simple"))
+
+
 def test_cli_train_runs_and_resume_refuses_other_options(tiny_cub, tmp_path):
     out = tmp_path / "cli"
     args = ["train", "resnet18", "--data", tiny_cub, "--epochs", 2, "--stop-after", 1, "--batch-size", 8,
@@ -110,7 +136,8 @@ def test_cli_train_runs_and_resume_refuses_other_options(tiny_cub, tmp_path):
 def test_cmal_mutual_learning_resumes_exactly(tiny_cub, tmp_path):
     # CMAL's five steps use torch.rand (mutual data augmentation) and zero gradients on untouched heads:
     # both must survive a resume for the run to continue bit for bit.
-    options = dict(model="cmal_resnet18", data=str(tiny_cub), epochs=2, batch_size=8, input_size=64, lr=0.02)
+    options = dict(model="cmal_resnet18", data=str(tiny_cub), epochs=2, batch_size=8, input_size=64, lr=0.02,
+                   from_scratch=True)
     straight = train(TrainOptions(out=str(tmp_path / "a"), **options))
     train(TrainOptions(out=str(tmp_path / "b"), stop_after=1, **options))
     resumed = train(TrainOptions(out=str(tmp_path / "b"), resume=True, **options))
