@@ -114,8 +114,8 @@ def model_record(model: nn.Module, *, checkpoint: Optional[str] = None) -> Dict[
 
 
 # Bumped whenever an export's graph or record changes for the same model (build caches key on it):
-# 2 = the record carries ``int8_float_scopes``.
-EXPORT_REVISION = 2
+# 2 = the record carries ``int8_float_scopes``; 3 = ACANet's FCSA window attention as tiled GEMMs.
+EXPORT_REVISION = 3
 
 
 def onnx_scope(module_name: str) -> str:
