@@ -32,6 +32,15 @@ def _ratio(row: Row, key: str) -> str:
     return "-" if value is None else "{:.2f}×".format(value)
 
 
+def _vs_openvino(row: Row) -> str:
+    return "-" if row.get("vs_openvino") is None else "{:.2f}×".format(row["vs_openvino"])
+
+
+def _int8_accuracy(row: Row, key: str, fmt: str) -> str:
+    figures = row.get("int8_accuracy") or {}
+    return "-" if figures.get(key) is None else fmt.format(figures[key])
+
+
 def _paper(row: Row, key: str) -> Optional[float]:
     paper = row.get("paper") or {}
     return paper.get(key)
@@ -70,6 +79,9 @@ COLUMNS: List[Column] = [
     ("paper ms", lambda r: _m(_paper(r, "latency_ms"), 1.0, 3)),
     ("×base", lambda r: _ratio(r, "ours")),
     ("paper ×base", lambda r: _ratio(r, "paper")),
+    ("×OV", _vs_openvino),
+    ("INT8 top-1", lambda r: _int8_accuracy(r, "top1_agreement", "{:.3f}")),
+    ("INT8 rel L2", lambda r: _int8_accuracy(r, "rel_error", "{:.3f}")),
 ]
 
 def _with_paper(row: Row, key: str, scale: float, digits: int) -> str:
@@ -98,13 +110,16 @@ TERMINAL_COLUMNS: List[Column] = [
     ("img/s", _ips),
     ("mem MB", lambda r: _m(r.get("peak_mem_mb"), 1.0, 0)),
     ("×base (paper)", _ratio_pair),
+    ("×OV", _vs_openvino),
+    ("INT8 top-1 / rel", lambda r: "-" if not r.get("int8_accuracy") else "{} / {}".format(
+        _int8_accuracy(r, "top1_agreement", "{:.2f}"), _int8_accuracy(r, "rel_error", "{:.3f}"))),
 ]
 
 CSV_FIELDS = [
     "model", "variant", "checkpoint", "transforms", "before_of", "input_size", "num_classes", "params", "macs", "runtime", "precision",
     "batch", "device", "threads", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "throughput_ips", "peak_mem_mb",
     "artifact_mb", "ratio_to_baseline", "paper_id", "paper_params", "paper_macs", "paper_latency_ms",
-    "paper_ratio_to_baseline", "paper_device",
+    "paper_ratio_to_baseline", "paper_device", "ratio_to_openvino", "int8_top1_agreement", "int8_rel_error", "note",
 ]
 
 
@@ -130,6 +145,13 @@ def _caption(rows: Sequence[Row]) -> str:
     lines.append("latency per image; ×base = p50 / baseline p50 in the same run (paper: its own ratio)")
     if any(r.get("transforms") for r in rows):
         lines.append("+prune/+reparameterize rows: a transformed checkpoint; ×base = p50 / its (before) row's p50")
+    if any(r.get("vs_openvino") for r in rows):
+        lines.append("×OV = our p50 / OpenVINO's p50, same precision and batch, same run")
+    accuracy = [r["int8_accuracy"] for r in rows if r.get("int8_accuracy")]
+    if accuracy:
+        lines.append("INT8 top-1 / rel = agreement with FP32 top-1 and relative L2 error of the logits on {} {} "
+                     "(calibration images and their mirror images)".format(accuracy[0]["images"], accuracy[0]["source"]))
+    lines += sorted({r["note"] for r in rows if r.get("note")})
     return "\n".join(lines)
 
 
@@ -162,6 +184,9 @@ def csv_text(rows: Sequence[Row]) -> str:
                 "paper_macs": paper.get("macs"),
                 "paper_latency_ms": paper.get("latency_ms"),
                 "paper_device": paper.get("device"),
+                "ratio_to_openvino": row.get("vs_openvino"),
+                "int8_top1_agreement": (row.get("int8_accuracy") or {}).get("top1_agreement"),
+                "int8_rel_error": (row.get("int8_accuracy") or {}).get("rel_error"),
             }
         )
         writer.writerow(flat)

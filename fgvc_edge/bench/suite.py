@@ -7,6 +7,13 @@ the same process, with the same thread count, each at its best standard settings
 ONNX Runtime alone and needs no torch (its params/MACs come from the sidecar written at export).
 When a paper row names a baseline (CMAL-Net Table 9 → ResNet50), the baseline is measured in the same run so
 the latency ratio ours/baseline can stand next to the paper's.
+
+OpenVINO is measured as a peer (extra ``openvino``): the same FP32 ONNX on its CPU plugin, and NNCF's INT8 of
+the same fixed-batch export on the same calibration images, with the same thread count and OpenVINO's latency
+hint. Our rows get ``vs_openvino`` (our p50 / OpenVINO's, same precision and batch); every INT8 row gets
+``int8_accuracy`` (top-1 agreement and relative L2 error against the FP32 logits of the same weights) on real
+images: ``--data`` or scikit-image's bundled photographs, each also mirrored (images calibration never saw).
+Without the extra the OpenVINO rows are kept as rows with a ``note`` and no figures.
 """
 import os
 import tempfile
@@ -19,11 +26,15 @@ from fgvc_edge.bench import papers
 from fgvc_edge.bench.timing import PeakRSS, device_name, time_calls
 from fgvc_edge.errors import UserInputError, require
 
-RUNTIMES = ("torch", "onnxruntime")
+RUNTIMES = ("torch", "onnxruntime", "openvino")
 PRECISIONS = ("fp32", "int8")
-# Synthetic calibration images for INT8 speed rows of a model name (no data set given): enough for stable
-# ranges of a random-init model; the sidecar marks such a deployable as "speed figures only".
+# Synthetic calibration images for INT8 rows of a model name when there are no real ones (no --data, no
+# scikit-image): enough for stable ranges of a random-init model; the sidecar marks such a deployable as
+# "speed figures only".
 SYNTHETIC_CALIBRATION_IMAGES = 16
+# Calibration images taken from a --data folder (spread over it); both quantizers see the same ones.
+DATA_CALIBRATION_IMAGES = 64
+OPENVINO_MISSING = "OpenVINO rows skipped: install the extra with pip install 'fgvc-edge[openvino]'"
 Row = Dict[str, Any]
 Progress = Optional[Callable[[str], None]]
 
@@ -44,6 +55,10 @@ class BenchSettings:
     # With a checkpoint whose structure was transformed (pruned, reparameterized): also measure the model
     # before those transforms, in the same run, so the table shows before vs after.
     before: bool = True
+    # Images for INT8 calibration and the INT8-vs-FP32 check: a folder; None = scikit-image's photographs.
+    data: Optional[str] = None
+    # Our INT8 with latency-aware mixed precision (profiled at ``threads`` on this machine).
+    latency_aware: bool = False
 
     def __post_init__(self) -> None:
         unknown = [r for r in self.runtimes if r not in RUNTIMES]
@@ -94,6 +109,7 @@ def run_bench(targets: Sequence[str], settings: BenchSettings, progress: Progres
             rows.extend(bench_model_point(point, settings, progress))
     add_baseline_ratios(rows)
     add_before_ratios(rows)
+    add_openvino_ratios(rows)
     return rows
 
 
@@ -227,31 +243,87 @@ def _bench_model_point(point: ModelPoint, settings: BenchSettings, progress: Pro
                 stats = time_calls(call, batch=batch, iters=settings.iters, warmup=settings.warmup)
             settings_used = {"mode": "eager, torch.inference_mode()", "torch": torch.__version__}
             rows.append(_row(base, "torch", "fp32", batch, stats, mem.added_mb, size_mb, settings_used))
-    if "onnxruntime" in settings.runtimes:
-        if "fp32" in settings.precisions:
-            for batch, path in _exported(model, settings, tmp, progress):
+    openvino = "openvino" in settings.runtimes and _openvino_available()
+    if "openvino" in settings.runtimes and not openvino:
+        rows.extend(_note_row(base, "openvino", p, OPENVINO_MISSING) for p in settings.precisions)
+    ort = "onnxruntime" in settings.runtimes
+    if "fp32" in settings.precisions and (ort or openvino):
+        for batch, path in _exported(model, settings, tmp, progress):
+            if ort:
                 rows.extend(_ort_rows(path, base, [batch], settings, progress))
-        if "int8" in settings.precisions:
-            for batch in settings.batches:
-                path = _int8_deployable(point, checkpoint, batch, tmp, progress)
-                rows.extend(_ort_rows(path, base, [batch], settings, progress, precision="int8"))
+            if openvino:
+                rows.append(_openvino_row(path, base, batch, settings, progress))
+    if "int8" in settings.precisions and (ort or openvino):
+        images = calibration_images(settings.data, point)
+        for batch in settings.batches:
+            fp32, int8 = _int8_deployable(point, checkpoint, batch, images, tmp, progress, settings)
+            check = _AccuracyCheck(fp32, images, batch)
+            if ort:
+                row = _ort_rows(int8, base, [batch], settings, progress, precision="int8")[0]
+                rows.append(check.annotate(row, _runner(int8)))
+            if openvino:
+                ir = _nncf_int8(fp32, images, tmp, progress)
+                row = _openvino_row(ir, base, batch, settings, progress, precision="int8")
+                rows.append(check.annotate(row, _runner(ir, openvino=True, batch=batch)))
     return rows
 
 
-def _int8_deployable(point: ModelPoint, checkpoint: Optional[str], batch: int, folder: str, progress: Progress) -> str:
-    """ONNX Runtime INT8 (u8 activations) of the measured model, calibrated on synthetic images (speed only)."""
-    from fgvc_edge.engine.pipeline import synthetic_int8_deployable
+def calibration_images(data: Optional[str], point: ModelPoint) -> Sequence[Any]:
+    """The INT8 rows' calibration images: ``data`` (spread over the folder), else scikit-image's photographs,
+    else synthetic images at the size the model's preprocessing resizes to (speed only)."""
+    from fgvc_edge.models import get_model_config
+    from fgvc_edge.precision.data import SyntheticImages, find_images, sample_photos, select_images
+
+    if data:
+        return select_images(data, min(DATA_CALIBRATION_IMAGES, len(find_images(data))))
+    photos = sample_photos()
+    if photos:
+        return photos
+    config = get_model_config(point.model)
+    size = config.preprocess.resize_size * point.input_size // config.input_size
+    return SyntheticImages(SYNTHETIC_CALIBRATION_IMAGES, size=size)
+
+
+def _int8_deployable(point: ModelPoint, checkpoint: Optional[str], batch: int, images: Sequence[Any], folder: str,
+                     progress: Progress, settings: BenchSettings) -> Tuple[str, str]:
+    """(FP32 export at ``batch``, its ONNX Runtime INT8 with u8 activations) of the measured model."""
+    from fgvc_edge.engine.pipeline import int8_deployable
     from fgvc_edge.export.cache import ModelOptions
 
-    _say(progress, "calibrating INT8 {} b{}".format(_label(point), batch))
-    result = synthetic_int8_deployable(
+    _say(progress, "calibrating INT8 {} b{} on {} images".format(_label(point), batch, len(images)))
+    result = int8_deployable(
         point.model,
+        images,
         model=ModelOptions(checkpoint, point.variant, None if checkpoint else point.num_classes, point.input_size),
-        num_images=SYNTHETIC_CALIBRATION_IMAGES,
         batch=batch,
         output=os.path.join(folder, "int8-b{}.onnx".format(batch)),
+        latency_aware=settings.latency_aware,
+        threads=settings.threads,
     )
-    return result.path
+    return result.intermediates["fp32"], result.path
+
+
+class _AccuracyCheck:
+    """INT8 vs FP32 logits of the same weights, on the calibration images and their mirror images."""
+
+    def __init__(self, fp32_path: str, images: Sequence[Any], batch: int) -> None:
+        with _runner(fp32_path) as runner:
+            inputs = runner.preprocess_images(list(images))
+            inputs = np.concatenate([inputs, inputs[..., ::-1]])
+            # Batch-dependent models (RBI) take whole batches only.
+            self.inputs = np.ascontiguousarray(inputs[: len(inputs) // batch * batch])
+            self.reference = runner.infer(self.inputs)
+        self.source = "synthetic" if hasattr(images, "describe") else "images"
+
+    def annotate(self, row: Row, runner: Any) -> Row:
+        from fgvc_edge.precision._artifact import compare_outputs
+
+        with runner:
+            figures = compare_outputs(self.reference, runner.infer(self.inputs))
+        row["int8_accuracy"] = {"reference": "fp32 (onnxruntime)", "images": len(self.inputs),
+                                "source": self.source, "top1_agreement": figures["top1_agreement"],
+                                "rel_error": figures["rel_error"], "min_cosine": figures["min_cosine"]}
+        return row
 
 
 def _exported(model: Any, settings: BenchSettings, folder: str, progress: Progress) -> Iterator[Tuple[int, str]]:
@@ -329,6 +401,61 @@ def _ort_rows(
     return rows
 
 
+# -- OpenVINO -----------------------------------------------------------------------------------------------
+
+
+def _openvino_available() -> bool:
+    try:
+        import nncf  # noqa: F401
+        import openvino  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _runner(path: str, openvino: bool = False, batch: Optional[int] = None, threads: Optional[int] = None) -> Any:
+    if openvino:
+        from fgvc_edge.runtime.openvino_runner import OpenVinoRunner
+
+        return OpenVinoRunner(path, threads=threads, batch=batch)
+    from fgvc_edge.runtime.onnx_runner import OnnxRunner
+
+    return OnnxRunner(path, providers=["CPUExecutionProvider"], threads=threads)
+
+
+def _nncf_int8(fp32_path: str, images: Sequence[Any], folder: str, progress: Progress) -> str:
+    from fgvc_edge.precision.openvino_ir import quantize_openvino
+
+    _say(progress, "NNCF INT8 of {} on {} images".format(os.path.basename(fp32_path), len(images)))
+    stem = os.path.splitext(os.path.basename(fp32_path))[0]
+    return quantize_openvino(fp32_path, images, os.path.join(folder, stem + "-ov-int8.xml"),
+                             num_images=len(images)).path
+
+
+def _openvino_row(path: str, base: Row, batch: int, settings: BenchSettings, progress: Progress,
+                  precision: str = "fp32") -> Row:
+    from fgvc_edge.precision.openvino_ir import versions
+    from fgvc_edge.runtime.openvino_runner import latency_config
+
+    _say(progress, "openvino {} {} b{}".format(precision, _label_row(base), batch))
+    size = base["input_size"]
+    x = np.random.default_rng(0).standard_normal((batch, 3, size, size)).astype(np.float32)
+    with PeakRSS() as mem:
+        with _runner(path, openvino=True, batch=batch, threads=settings.threads) as runner:
+            stats = time_calls(lambda: runner.infer(x), batch=batch, iters=settings.iters, warmup=settings.warmup)
+    files = [path] + ([os.path.splitext(path)[0] + ".bin"] if path.endswith(".xml") else [])
+    used = dict(latency_config(settings.threads), device="CPU", **versions())
+    return _row(base, "openvino", precision, batch, stats, mem.added_mb,
+                sum(os.path.getsize(f) for f in files) / 2**20, used)
+
+
+def _note_row(base: Row, runtime: str, precision: str, note: str) -> Row:
+    row = dict(base)
+    row.update({"runtime": runtime, "precision": precision, "batch": 1, "latency_ms": None, "throughput_ips": None,
+                "iters": 0, "peak_mem_mb": None, "artifact_mb": None, "settings": {}, "note": note})
+    return row
+
+
 # -- rows ---------------------------------------------------------------------------------------------------
 
 
@@ -386,6 +513,19 @@ def add_before_ratios(rows: List[Row]) -> None:
         ours = row["latency_ms"]["p50"] / ref["latency_ms"]["p50"]
         row["relative"] = {"baseline": "{} before {}".format(row["model"], "+".join(row["transforms"])),
                            "ours": ours, "paper": None}
+
+
+def add_openvino_ratios(rows: List[Row]) -> None:
+    """Our p50 over OpenVINO's p50 for the same model point, precision and batch (same run): ``vs_openvino``."""
+    def key(row: Row) -> Tuple[Any, ...]:
+        return (row["model"], row.get("variant"), row["input_size"], row.get("checkpoint"), row.get("before_of"),
+                row["precision"], row["batch"])
+
+    openvino = {key(row): row for row in rows if row["runtime"] == "openvino" and row.get("latency_ms")}
+    for row in rows:
+        peer = openvino.get(key(row))
+        if peer is not None and row["runtime"] == "onnxruntime" and row.get("latency_ms"):
+            row["vs_openvino"] = row["latency_ms"]["p50"] / peer["latency_ms"]["p50"]
 
 
 def _label(point: ModelPoint) -> str:

@@ -32,10 +32,17 @@ def bench_cmd(
         bool,
         typer.Option("--before/--no-before", help="With a pruned or reparameterized --checkpoint, also measure the model before those transforms (same run)."),
     ] = True,
-    runtimes: Annotated[str, typer.Option("--runtimes", help="torch,onnxruntime, a subset, or none (params/MACs only).")] = "torch,onnxruntime",
+    runtimes: Annotated[
+        str,
+        typer.Option("--runtimes", help="torch,onnxruntime,openvino, a subset, or none (params/MACs only); openvino rows need the openvino extra."),
+    ] = "torch,onnxruntime,openvino",
     precisions: Annotated[
-        str, typer.Option("--precisions", help="ONNX Runtime precisions for model names: fp32, int8 (synthetic calibration, speed only).")
+        str, typer.Option("--precisions", help="ONNX Runtime / OpenVINO precisions for model names: fp32, int8.")
     ] = "fp32,int8",
+    data: Annotated[
+        Optional[Path],
+        typer.Option("--data", help="Images for INT8 calibration and the INT8-vs-FP32 check (default: scikit-image's bundled photographs)."),
+    ] = None,
     batch: Annotated[str, typer.Option("--batch", help="Batch sizes, comma-separated.")] = "1",
     iters: Annotated[int, typer.Option("--iters", min=1, help="Timed iterations per row.")] = 20,
     warmup: Annotated[int, typer.Option("--warmup", min=0, help="Untimed iterations first.")] = 3,
@@ -62,6 +69,7 @@ def bench_cmd(
         checkpoint=str(checkpoint) if checkpoint else None,
         mode=mode,
         before=before,
+        data=str(data) if data else None,
     )
     chosen = list(targets) if targets else default_targets()
     with console.status("benchmarking …") as status:

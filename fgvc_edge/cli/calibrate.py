@@ -6,11 +6,14 @@ from typing import Callable, Iterator, Optional
 import typer
 from typing_extensions import Annotated
 
-from fgvc_edge.cli._common import console, err_console, fail_if_exists_as_dir
+from fgvc_edge.cli._common import ThreadsOpt, console, err_console, fail_if_exists_as_dir
 
 CalibDataOpt = Annotated[Path, typer.Option("--data", help="Folder of calibration images (searched recursively).")]
 MethodOpt = Annotated[str, typer.Option("--method", help="Range calibration: minmax, entropy or percentile.")]
 TargetOpt = Annotated[str, typer.Option("--target", help="tensorrt (symmetric s8 Q/DQ) or onnxruntime (u8s8, CPU).")]
+LatencyAwareOpt = Annotated[bool, typer.Option(
+    "--latency-aware", help="--target onnxruntime: keep nodes float where INT8 is not faster on this machine "
+    "(per-node ONNX Runtime profile at --threads; the choice is recorded in the sidecar).")]
 
 
 def calibrate_cmd(
@@ -21,6 +24,8 @@ def calibrate_cmd(
     method: MethodOpt = "minmax",
     target: TargetOpt = "tensorrt",
     force: Annotated[bool, typer.Option("--force", help="Recalibrate even when the cache matches.")] = False,
+    latency_aware: LatencyAwareOpt = False,
+    threads: ThreadsOpt = None,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Output .onnx path.")] = None,
 ) -> None:
     """Quantize ONNX_FILE to INT8 with calibration on images from --data (cached under calibration/)."""
@@ -30,7 +35,8 @@ def calibrate_cmd(
     count = len(select_images(str(data), num_images))  # refuses a bad folder before anything loads
     with calibration_progress(count) as advance:
         result = calibrate_onnx(str(onnx_file), str(data), str(output) if output else None, num_images=num_images,
-                                method=method, target=target, force=force, on_batch=advance)
+                                method=method, target=target, force=force, on_batch=advance,
+                                latency_aware=latency_aware, threads=threads)
     check = result.record.get("int8_check", {})
     console.print(
         "{} {} ({} form, {}, {} images)  vs FP32 on {} images: top-1 agreement {:.0%}, rel err {:.2e}".format(
