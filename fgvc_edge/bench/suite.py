@@ -257,7 +257,7 @@ def _bench_model_point(point: ModelPoint, settings: BenchSettings, progress: Pro
         images = calibration_images(settings.data, point)
         for batch in settings.batches:
             fp32, int8 = _int8_deployable(point, checkpoint, batch, images, tmp, progress, settings)
-            check = _AccuracyCheck(fp32, images, batch)
+            check = _AccuracyCheck(fp32, images, batch, _images_source(settings.data, images))
             if ort:
                 row = _ort_rows(int8, base, [batch], settings, progress, precision="int8")[0]
                 rows.append(check.annotate(row, _runner(int8)))
@@ -303,17 +303,23 @@ def _int8_deployable(point: ModelPoint, checkpoint: Optional[str], batch: int, i
     return result.intermediates["fp32"], result.path
 
 
+def _images_source(data: Optional[str], images: Sequence[Any]) -> str:
+    if hasattr(images, "describe"):
+        return "synthetic images"
+    return "images from {}".format(data) if data else "scikit-image photographs"
+
+
 class _AccuracyCheck:
     """INT8 vs FP32 logits of the same weights, on the calibration images and their mirror images."""
 
-    def __init__(self, fp32_path: str, images: Sequence[Any], batch: int) -> None:
+    def __init__(self, fp32_path: str, images: Sequence[Any], batch: int, source: str) -> None:
         with _runner(fp32_path) as runner:
             inputs = runner.preprocess_images(list(images))
             inputs = np.concatenate([inputs, inputs[..., ::-1]])
             # Batch-dependent models (RBI) take whole batches only.
             self.inputs = np.ascontiguousarray(inputs[: len(inputs) // batch * batch])
             self.reference = runner.infer(self.inputs)
-        self.source = "synthetic" if hasattr(images, "describe") else "images"
+        self.source = source
 
     def annotate(self, row: Row, runner: Any) -> Row:
         from fgvc_edge.precision._artifact import compare_outputs
@@ -405,12 +411,9 @@ def _ort_rows(
 
 
 def _openvino_available() -> bool:
-    try:
-        import nncf  # noqa: F401
-        import openvino  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    import importlib.util
+
+    return all(importlib.util.find_spec(name) is not None for name in ("openvino", "nncf"))
 
 
 def _runner(path: str, openvino: bool = False, batch: Optional[int] = None, threads: Optional[int] = None) -> Any:

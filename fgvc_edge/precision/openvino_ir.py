@@ -16,7 +16,6 @@ from typing import Any, Dict, Iterator, Optional, Sequence
 import numpy as np
 
 from fgvc_edge._io import sha256_file
-from fgvc_edge.contract.preprocess import ImageLike
 from fgvc_edge.contract.sidecar import cached_record, digest, write_sidecar
 from fgvc_edge.errors import UserInputError, require
 from fgvc_edge.precision._artifact import TypedOnnx, compare_outputs, graph_io, load_onnx, record_preprocess, source_record

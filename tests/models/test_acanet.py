@@ -145,7 +145,7 @@ def test_fcsa_attention_path_is_acmix(h, w):
 def offset_walk_attention(fcsa: FCSA, x: torch.Tensor) -> torch.Tensor:
     """FCSA's attention as exported until the tiled layout: 49 window offsets walked one by one on the
     reflected maps, the positional term as (Wᵀq)·(xy_ij − xy_ab). Checkpoints were trained with it."""
-    heads, hd, k = fcsa.heads, fcsa.head_dim, fcsa.window
+    hd, k = fcsa.head_dim, fcsa.window
     n, c, h, w = x.shape
     rows = torch.tensor(reflect_pad_index(h, k // 2))
     cols = torch.tensor(reflect_pad_index(w, k // 2))
