@@ -4,8 +4,9 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-toolkit-dev
+OV_STAMP := $(VENV)/.installed-openvino
 
-.PHONY: install bench bench-full test test-slow test-all clean
+.PHONY: install bench bench-full bench-openvino test test-slow test-all clean
 
 install: $(STAMP)
 
@@ -20,6 +21,14 @@ bench: $(STAMP)
 
 bench-full: $(STAMP)
 	$(BIN)/fgvc-edge bench --full
+
+$(OV_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[toolkit,dev,openvino]'
+	touch $(OV_STAMP)
+
+# Ours vs OpenVINO, every registry model, 2 threads, batch 1 (on an idle machine); ARGS="--models a,b --resume".
+bench-openvino: $(OV_STAMP)
+	$(BIN)/python benchmarks/openvino_compare.py $(ARGS)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

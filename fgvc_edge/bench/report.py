@@ -29,7 +29,7 @@ NARROW_WIDTH = 100
 MIN_ELIDED = 14
 SYNTHETIC_MARK = "†"
 # Short runtime names, used only when the default table would not fit otherwise.
-COMPACT_RUNTIMES = {"onnxruntime": "ort"}
+COMPACT_RUNTIMES = {"onnxruntime": "ort", "openvino": "ov"}
 
 
 @dataclass(frozen=True)
@@ -96,6 +96,15 @@ def _ratio_pair(row: Row) -> str:
         return "-"
     ours, paper = _relative(row, "ours"), _relative(row, "paper")
     return "{} ({})".format(_num(ours, 1.0, 2), _num(paper, 1.0, 2))
+
+
+def _vs_openvino(row: Row) -> str:
+    return "-" if row.get("vs_openvino") is None else "{:.2f}".format(row["vs_openvino"])
+
+
+def _int8_accuracy(row: Row, key: str, fmt: str) -> str:
+    figures = row.get("int8_accuracy") or {}
+    return "-" if figures.get(key) is None else fmt.format(figures[key])
 
 
 def _paper(row: Row, key: str) -> Optional[float]:
@@ -167,7 +176,7 @@ COLUMNS: List[Column] = [
     Column("in", lambda r: str(r["input_size"]), fold=True, drop=3),
     Column("classes", lambda r: str(r["num_classes"]), narrow=False),
     Column("runtime", lambda r: r["runtime"], fold=True, left=True,
-           compact=lambda r: COMPACT_RUNTIMES.get(r["runtime"], r["runtime"]), compact_note="ort = onnxruntime"),
+           compact=lambda r: COMPACT_RUNTIMES.get(r["runtime"], r["runtime"]), compact_note="ort = onnxruntime, ov = openvino"),
     Column("prec", precision_label, fold=True, left=True),
     Column("b", lambda r: str(r["batch"]), fold=True),
     Column("params M", lambda r: _num(r.get("params"), 1e6, 2), narrow=False),
@@ -184,6 +193,11 @@ COLUMNS: List[Column] = [
     Column("img/s", lambda r: _num(r.get("throughput_ips"), 1.0, 1), shown=_any("latency_ms"), drop=1),
     Column("paper ms", lambda r: _num(_paper(r, "latency_ms"), 1.0, 3), narrow=False, shown=_any_paper("latency_ms")),
     Column("×base\n(paper)", _ratio_pair, shown=_any("relative")),
+    Column("×OV", _vs_openvino, shown=_any("vs_openvino"), drop=4),
+    Column("INT8\nagree", lambda r: _int8_accuracy(r, "top1_agreement", "{:.2f}"), shown=_any("int8_accuracy"),
+           drop=5),
+    Column("INT8\nrel L2", lambda r: _int8_accuracy(r, "rel_error", "{:.3f}"), narrow=False,
+           shown=_any("int8_accuracy")),
     Column("top-1", lambda r: _accuracy(r, "top1"), shown=_any("accuracy")),
     Column("top-5", lambda r: _accuracy(r, "top5"), narrow=False, shown=_any("accuracy")),
     Column("agree", lambda r: _accuracy(r, "agreement_fp32"), shown=_any("accuracy")),
@@ -199,7 +213,8 @@ CSV_FIELDS = [
     "params", "params_deploy", "macs", "runtime", "precision", "calibration", "batch", "device", "threads", "p50_ms", "p90_ms",
     "p99_ms", "mean_ms", "p90_over_p50", "throughput_ips", "load_mb", "rss_peak_mb", "run_peak_rss_mb",
     "artifact_mb", "top1", "top5", "agreement_fp32", "eval_images", "ratio_to_baseline", "paper_id", "paper_params",
-    "paper_macs", "paper_latency_ms", "paper_ratio_to_baseline", "paper_device", "paper_source",
+    "paper_macs", "paper_latency_ms", "paper_ratio_to_baseline", "paper_device", "paper_source", "ratio_to_openvino",
+    "int8_top1_agreement", "int8_rel_error", "note",
 ]
 
 
@@ -259,6 +274,13 @@ def notes(rows: Sequence[Row], wide: bool = True) -> List[str]:
     if any(r.get("calibration") == "synthetic" for r in rows):
         lines.append("{} INT8 calibrated on synthetic images: speed figures only, its accuracy means nothing"
                      .format(SYNTHETIC_MARK))
+    if any(r.get("vs_openvino") for r in rows):
+        lines.append("×OV = our p50 / OpenVINO's p50, same precision and batch, same run")
+    int8 = next((r["int8_accuracy"] for r in rows if r.get("int8_accuracy")), None)
+    if int8:
+        lines.append("INT8 agree / rel L2 = agreement with the FP32 graph's top-1 and relative L2 error of the logits "
+                     "on {} {} (the calibration images and their mirror images)".format(int8["images"], int8["source"]))
+    lines += sorted({r["note"] for r in rows if r.get("note")})
     accuracy = next((r["accuracy"] for r in rows if r.get("accuracy")), None)
     if accuracy:
         lines.append("top-1 on {} {} images of {}; agree = same top-1 class as the FP32 row of the same model "
@@ -401,6 +423,9 @@ def csv_text(rows: Sequence[Row]) -> str:
                 "paper_latency_ms": paper.get("latency_ms"),
                 "paper_device": paper.get("device"),
                 "paper_source": paper.get("source"),
+                "ratio_to_openvino": row.get("vs_openvino"),
+                "int8_top1_agreement": (row.get("int8_accuracy") or {}).get("top1_agreement"),
+                "int8_rel_error": (row.get("int8_accuracy") or {}).get("rel_error"),
             }
         )
         writer.writerow(flat)

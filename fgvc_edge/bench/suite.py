@@ -12,7 +12,15 @@ the latency ratio ours/baseline can stand next to the paper's.
 
 With a data set (``BenchSettings.data``) every timed row also gets its top-1 on the test split, through the
 evaluator's code path (:mod:`fgvc_edge.evaluate`), and its agreement with the FP32 row of the same model;
-INT8 rows are then calibrated on the training split instead of synthetic images.
+INT8 rows are then calibrated on the training split; without one, on scikit-image's bundled photographs (real
+images, not the task's), or on synthetic images (speed only) where scikit-image is missing.
+
+OpenVINO is measured as a peer (extra ``openvino``): the same FP32 ONNX on its CPU plugin, and NNCF's INT8 of
+the same fixed-batch export on the same calibration images, with the same thread count and OpenVINO's latency
+hint. Our rows get ``vs_openvino`` (our p50 / OpenVINO's, same precision and batch); every INT8 row gets
+``int8_accuracy`` (top-1 agreement and relative L2 error against the FP32 logits of the same weights) on real
+images: the calibration images and their mirror images. Without the extra the OpenVINO rows are kept as rows
+with a ``note`` and no figures.
 """
 import contextlib
 import os
@@ -30,7 +38,7 @@ from fgvc_edge.evaluate import ModuleBackend, RunnerBackend, score_backend, spre
 from fgvc_edge.evaluate.core import DEFAULT_BATCH
 from fgvc_edge.errors import UserInputError, require
 
-RUNTIMES = ("torch", "onnxruntime")
+RUNTIMES = ("torch", "onnxruntime", "openvino")
 ARTIFACT_SUFFIXES = (".onnx", ".engine", ".plan")
 # fp32 for every runtime; fp16: PyTorch on CUDA (autocast); int8: ONNX Runtime.
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -43,6 +51,7 @@ QUICK_ITERS, QUICK_WARMUP = 5, 1
 FULL_ITERS, FULL_WARMUP = 20, 3
 # With --data: INT8 rows are calibrated on this many training images, spread over the classes.
 DATA_CALIBRATION_IMAGES = 64
+OPENVINO_MISSING = "OpenVINO rows skipped: install the extra with pip install 'fgvc-edge[openvino]'"
 Row = Dict[str, Any]
 
 
@@ -89,6 +98,8 @@ class BenchSettings:
     data: Optional[str] = None
     dataset: str = "auto"
     limit: Optional[int] = None
+    # Our INT8 with latency-aware mixed precision (profiled at ``threads`` on this machine).
+    latency_aware: bool = False
 
     def __post_init__(self) -> None:
         unknown = [r for r in self.runtimes if r not in RUNTIMES]
@@ -217,6 +228,7 @@ def run_bench(targets: Sequence[str], settings: BenchSettings, progress: Progres
     add_baseline_ratios(rows)
     add_before_ratios(rows)
     add_agreement(rows, run.predictions)
+    add_openvino_ratios(rows)
     peak = run_peak_rss_mb()
     for row in rows:
         row["run_peak_rss_mb"] = peak
@@ -244,7 +256,7 @@ def point_row_count(point: ModelPoint, settings: BenchSettings) -> int:
     """The rows a configuration yields: what the progress counts before the first is measured."""
     if not is_timed(point, settings):
         return 1
-    # PyTorch eager: FP32 (and FP16 on CUDA); ONNX Runtime: each of its precisions.
+    # PyTorch eager: FP32 (and FP16 on CUDA); ONNX Runtime and OpenVINO: each of their precisions.
     per_batch = sum(len(settings.torch_precisions) if runtime == "torch" else len(settings.ort_precisions)
                     for runtime in settings.runtimes)
     return len(settings.batch_sizes) * per_batch
@@ -373,14 +385,31 @@ def _bench_model_point(point: ModelPoint, run: _Run, tmp: str) -> List[Row]:
     if "torch" in settings.runtimes:
         for precision in settings.torch_precisions:
             rows.extend(_torch_rows(model, base, loading, precision, run))
-    if "onnxruntime" in settings.runtimes:
-        if "fp32" in settings.precisions:
-            for batch, path in _exported(model, settings, tmp, run):
+    ort = "onnxruntime" in settings.runtimes
+    openvino = "openvino" in settings.runtimes and openvino_available()
+    if "openvino" in settings.runtimes and not openvino:
+        for precision in settings.ort_precisions:
+            rows.append(_note_row(base, "openvino", precision, OPENVINO_MISSING))
+            run.progress.row_done()
+    if "fp32" in settings.precisions and (ort or openvino):
+        for batch, path in _exported(model, settings, tmp, run):
+            if ort:
                 rows.extend(_ort_rows(path, base, [batch], run))
-        if "int8" in settings.precisions:
-            for batch in settings.batch_sizes:
-                path, calibration = _int8_deployable(point, checkpoint, batch, tmp, run)
-                rows.extend(_ort_rows(path, dict(base, calibration=calibration), [batch], run, precision="int8"))
+            if openvino:
+                rows.append(_openvino_row(path, base, batch, run))
+    if "int8" in settings.precisions and (ort or openvino):
+        images, calibration = _calibration_images(point, run)
+        for batch in settings.batch_sizes:
+            fp32, int8 = _int8_deployable(point, checkpoint, batch, images, calibration, tmp, run)
+            int8_base = dict(base, calibration=calibration)
+            check = _AccuracyCheck(fp32, images, batch, calibration, run.data)
+            if ort:
+                row = _ort_rows(int8, int8_base, [batch], run, precision="int8")[0]
+                rows.append(check.annotate(row, _runner(int8, threads=settings.threads)))
+            if openvino:
+                ir = _nncf_int8(fp32, images, tmp, run)
+                row = _openvino_row(ir, int8_base, batch, run, precision="int8")
+                rows.append(check.annotate(row, _runner(ir, openvino=True, batch=batch, threads=settings.threads)))
     return rows
 
 
@@ -446,25 +475,69 @@ def _torch_rows(model: Any, base: Row, loading: PeakRSS, precision: str, run: _R
     return rows
 
 
-def _int8_deployable(point: ModelPoint, checkpoint: Optional[str], batch: int, folder: str,
-                     run: _Run) -> Tuple[str, str]:
-    """(path, how it was calibrated): ONNX Runtime INT8 (u8 activations) of the measured model, calibrated on the
-    data set's training images when there is one, else on synthetic images (speed only)."""
-    from fgvc_edge.engine import BatchProfile, BuildSettings, CalibrationSettings, build, synthetic_int8_deployable
+def _calibration_images(point: ModelPoint, run: _Run) -> Tuple[Sequence[Any], str]:
+    """(images, how they are labelled) for the INT8 rows: the data set's training images ("data"), else
+    scikit-image's bundled photographs ("photos": real, not the task's), else synthetic images at the size the
+    model's preprocessing resizes to ("synthetic": speed only). Both quantizers get the same images."""
+    from fgvc_edge.models.configs import get_model_config
+    from fgvc_edge.precision.data import SyntheticImages, sample_photos
+
+    if run.data is not None:
+        return run.data.calibration_images(), "data"
+    photos = sample_photos()
+    if photos:
+        return photos, "photos"
+    config = get_model_config(point.model)
+    size = config.preprocess.resize_size * point.input_size // config.input_size
+    return SyntheticImages(SYNTHETIC_CALIBRATION_IMAGES, size=size), "synthetic"
+
+
+def _int8_deployable(point: ModelPoint, checkpoint: Optional[str], batch: int, images: Sequence[Any],
+                     calibration: str, folder: str, run: _Run) -> Tuple[str, str]:
+    """(FP32 export at ``batch``, its ONNX Runtime INT8 with u8 activations) of the measured model."""
+    from fgvc_edge.engine.pipeline import int8_deployable
     from fgvc_edge.export.cache import ModelOptions
 
-    options = ModelOptions(checkpoint, point.variant, None if checkpoint else point.num_classes, point.input_size)
-    output = os.path.join(folder, "int8-b{}.onnx".format(batch))
-    if run.data is None:
-        run.say("calibrating INT8 {} b{} on synthetic images".format(_label(point), batch))
-        result = synthetic_int8_deployable(point.model, model=options, num_images=SYNTHETIC_CALIBRATION_IMAGES,
-                                           batch=batch, output=output)
-        return result.path, "synthetic"
-    images = run.data.calibration_images()
-    run.say("calibrating INT8 {} b{} on {} training images".format(_label(point), batch, len(images)))
-    settings = BuildSettings("int8", "onnxruntime", BatchProfile.fixed(batch),
-                             CalibrationSettings(images, "minmax", len(images)))
-    return build(point.model, settings, model=options, output=output).path, "data"
+    run.say("calibrating INT8 {} b{} on {} {} images".format(_label(point), batch, len(images), calibration))
+    result = int8_deployable(
+        point.model,
+        images,
+        model=ModelOptions(checkpoint, point.variant, None if checkpoint else point.num_classes, point.input_size),
+        batch=batch,
+        output=os.path.join(folder, "int8-b{}.onnx".format(batch)),
+        latency_aware=run.settings.latency_aware,
+        threads=run.settings.threads,
+    )
+    return result.intermediates["fp32"], result.path
+
+
+class _AccuracyCheck:
+    """INT8 vs FP32 logits of the same weights, on the calibration images and their mirror images."""
+
+    SOURCES = {"data": "training images of --data", "photos": "scikit-image photographs",
+               "synthetic": "synthetic images"}
+
+    def __init__(self, fp32_path: str, images: Sequence[Any], batch: int, calibration: str,
+                 data: Optional[EvalData]) -> None:
+        with _runner(fp32_path) as runner:
+            inputs = runner.preprocess_images(list(images))
+            inputs = np.concatenate([inputs, inputs[..., ::-1]])
+            # Batch-dependent models (RBI) take whole batches only.
+            self.inputs = np.ascontiguousarray(inputs[: len(inputs) // batch * batch])
+            self.reference = runner.infer(self.inputs)
+        self.source = self.SOURCES[calibration]
+        if data is not None:
+            self.source += " ({})".format(data.splits.root)
+
+    def annotate(self, row: Row, runner: Any) -> Row:
+        from fgvc_edge.precision._artifact import compare_outputs
+
+        with runner:
+            figures = compare_outputs(self.reference, runner.infer(self.inputs))
+        row["int8_accuracy"] = {"reference": "fp32 (onnxruntime)", "images": len(self.inputs),
+                                "source": self.source, "top1_agreement": figures["top1_agreement"],
+                                "rel_error": figures["rel_error"], "min_cosine": figures["min_cosine"]}
+        return row
 
 
 def _exported(model: Any, settings: BenchSettings, folder: str, run: _Run) -> Iterator[Tuple[int, str]]:
@@ -647,6 +720,77 @@ def add_agreement(rows: List[Row], predictions: Dict[int, np.ndarray]) -> None:
             ref = references[0]
             row["accuracy"]["agreement_fp32"] = float((predictions[id(row)] == predictions[id(ref)]).mean())
             row["accuracy"]["agreement_with"] = "{} {} b{}".format(ref["runtime"], ref["precision"], ref["batch"])
+
+
+# -- OpenVINO -----------------------------------------------------------------------------------------------
+
+
+def openvino_available() -> bool:
+    """Whether the extra ``openvino`` (openvino + nncf) is installed, found without importing it."""
+    import importlib.util
+
+    return all(importlib.util.find_spec(name) is not None for name in ("openvino", "nncf"))
+
+
+def _runner(path: str, openvino: bool = False, batch: Optional[int] = None, threads: Optional[int] = None) -> Any:
+    if openvino:
+        from fgvc_edge.runtime.openvino_runner import OpenVinoRunner
+
+        return OpenVinoRunner(path, threads=threads, batch=batch)
+    from fgvc_edge.runtime.onnx_runner import OnnxRunner
+
+    return OnnxRunner(path, providers=["CPUExecutionProvider"], threads=threads)
+
+
+def _nncf_int8(fp32_path: str, images: Sequence[Any], folder: str, run: _Run) -> str:
+    from fgvc_edge.precision.openvino_ir import quantize_openvino
+
+    run.say("NNCF INT8 of {} on {} images".format(os.path.basename(fp32_path), len(images)))
+    stem = os.path.splitext(os.path.basename(fp32_path))[0]
+    return quantize_openvino(fp32_path, images, os.path.join(folder, stem + "-ov-int8.xml"),
+                             num_images=len(images)).path
+
+
+def _openvino_row(path: str, base: Row, batch: int, run: _Run, precision: str = "fp32") -> Row:
+    from fgvc_edge.precision.openvino_ir import versions
+    from fgvc_edge.runtime.openvino_runner import latency_config
+
+    settings = run.settings
+    run.say("openvino {} {} b{}".format(precision, _label_row(base), batch))
+    size = base["input_size"]
+    x = np.random.default_rng(0).standard_normal((batch, 3, size, size)).astype(np.float32)
+    with PeakRSS(release_freed=True) as loading:
+        runner = _runner(path, openvino=True, batch=batch, threads=settings.threads)
+    with runner, PeakRSS() as mem:
+        stats = time_calls(lambda: runner.infer(x), batch=batch, iters=settings.iters, warmup=settings.warmup)
+    files = [path] + ([os.path.splitext(path)[0] + ".bin"] if path.endswith(".xml") else [])
+    used = dict(latency_config(settings.threads), device="CPU", **versions())
+    row = _row(base, "openvino", precision, batch, stats, loading.grown_mb, mem.peak_mb,
+               sum(os.path.getsize(f) for f in files) / 2**20, used)
+    if run.data is not None:
+        _score(row, RunnerBackend(path, threads=settings.threads), run.data, run)
+    run.progress.row_done()
+    return row
+
+
+def _note_row(base: Row, runtime: str, precision: str, note: str) -> Row:
+    row = dict(base)
+    row.update({"runtime": runtime, "precision": precision, "batch": 1, "latency_ms": None, "throughput_ips": None,
+                "iters": 0, "load_mb": None, "rss_peak_mb": None, "artifact_mb": None, "settings": {}, "note": note})
+    return row
+
+
+def add_openvino_ratios(rows: List[Row]) -> None:
+    """Our p50 over OpenVINO's p50 for the same model point, precision and batch (same run): ``vs_openvino``."""
+    def key(row: Row) -> Tuple[Any, ...]:
+        return (row["model"], row.get("variant"), row["input_size"], row.get("checkpoint"), row.get("before_of"),
+                row["precision"], row["batch"])
+
+    openvino = {key(row): row for row in rows if row["runtime"] == "openvino" and row.get("latency_ms")}
+    for row in rows:
+        peer = openvino.get(key(row))
+        if peer is not None and row["runtime"] == "onnxruntime" and row.get("latency_ms"):
+            row["vs_openvino"] = row["latency_ms"]["p50"] / peer["latency_ms"]["p50"]
 
 
 # -- rows ---------------------------------------------------------------------------------------------------

@@ -33,7 +33,10 @@ def bench_cmd(
         bool,
         typer.Option("--before/--no-before", help="With a pruned or reparameterized --checkpoint, also measure the model before those transforms (same run)."),
     ] = True,
-    runtimes: Annotated[str, typer.Option("--runtimes", help="torch,onnxruntime, a subset, or none (params/MACs only).")] = "torch,onnxruntime",
+    runtimes: Annotated[
+        str,
+        typer.Option("--runtimes", help="torch,onnxruntime,openvino, a subset, or none (params/MACs only); openvino rows need the openvino extra."),
+    ] = "torch,onnxruntime,openvino",
     precisions: Annotated[
         Optional[str],
         typer.Option("--precisions", help="Precisions for model names: fp32; int8 for ONNX Runtime (calibrated on --data, else on synthetic images: speed only); fp16 for PyTorch with --device cuda (autocast). [default: fp32,int8; fp32 in the quick pass]", show_default=False),
@@ -45,6 +48,10 @@ def bench_cmd(
     iters: Annotated[Optional[int], typer.Option("--iters", min=1, max=MAX_BENCH_ITERS, help="Timed iterations per row. [default: 20; 5 in the quick pass]", show_default=False)] = None,
     warmup: Annotated[Optional[int], typer.Option("--warmup", min=0, max=MAX_BENCH_WARMUP, help="Untimed iterations first. [default: 3; 1 in the quick pass]", show_default=False)] = None,
     threads: ThreadsOpt = None,
+    latency_aware: Annotated[
+        bool,
+        typer.Option("--latency-aware", help="Our INT8 rows with latency-aware mixed precision (profiled here at --threads)."),
+    ] = False,
     full: Annotated[
         bool,
         typer.Option("--full", help="Without targets: the full sweep (every paper configuration timed, INT8 too, 20 iterations; `make bench-full`) instead of the quick pass (`make bench`)."),
@@ -91,6 +98,7 @@ def bench_cmd(
         data=str(data) if data else None,
         dataset=dataset,
         limit=limit,
+        latency_aware=latency_aware,
     )
     chosen = list(targets) if targets else default_targets()
     with progress_display() as display:

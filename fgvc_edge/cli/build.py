@@ -15,12 +15,13 @@ from fgvc_edge.cli._common import (
     ModeOpt,
     NumClassesOpt,
     OutputOpt,
+    ThreadsOpt,
     check_artifact_output,
     console,
     print_json,
 )
 from fgvc_edge.cli._progress import progress_display
-from fgvc_edge.cli.calibrate import MethodOpt
+from fgvc_edge.cli.calibrate import LatencyAwareOpt, MethodOpt
 from fgvc_edge.contract.limits import MAX_BATCH
 from fgvc_edge.errors import UserInputError
 
@@ -40,6 +41,8 @@ def build_cmd(
     calib_data: Annotated[Optional[Path], typer.Option("--calib-data", help="Calibration image folder (--int8).")] = None,
     calib_method: MethodOpt = "minmax",
     calib_images: Annotated[int, typer.Option("--calib-images", help="Calibration images.")] = 512,
+    latency_aware: LatencyAwareOpt = False,
+    threads: ThreadsOpt = None,
     batch: BatchOpt = None,
     min_batch: Annotated[Optional[int], typer.Option("--min-batch", min=1, max=MAX_BATCH, help="Dynamic profile minimum.")] = None,
     opt_batch: Annotated[Optional[int], typer.Option("--opt-batch", min=1, max=MAX_BATCH, help="Dynamic profile optimum.")] = None,
@@ -48,7 +51,9 @@ def build_cmd(
     timing_cache: Annotated[Optional[Path], typer.Option("--timing-cache", help="Timing cache file (read+written).")] = None,
     dla_core: Annotated[Optional[int], typer.Option("--dla-core", min=0, help="Run on this DLA core (Jetson).")] = None,
     version_compatible: Annotated[bool, typer.Option("--version-compatible", help="Engine for later TensorRT too.")] = False,
-    target: Annotated[str, typer.Option("--target", help="tensorrt (.engine) or onnxruntime (.onnx, CPU).")] = "tensorrt",
+    target: Annotated[
+        str, typer.Option("--target", help="tensorrt (.engine), onnxruntime (.onnx, CPU) or openvino (.xml IR, CPU; extra openvino).")
+    ] = "tensorrt",
     output: OutputOpt = None,
     force: ForceOpt = False,
     as_json: JsonOpt = False,
@@ -70,7 +75,8 @@ def build_cmd(
         raise UserInputError("choose exactly one of --fp32, --fp16, --int8")
     settings = BuildSettings(
         precision=chosen[0], target=target, profile=batch_profile(batch, min_batch, opt_batch, max_batch),
-        calibration=CalibrationSettings(calib_data and str(calib_data), calib_method, calib_images),
+        calibration=CalibrationSettings(calib_data and str(calib_data), calib_method, calib_images, latency_aware,
+                                        threads),
         tensorrt=TensorRTOptions(workspace, timing_cache and str(timing_cache), dla_core, version_compatible),
     )
     model = ModelOptions(checkpoint and str(checkpoint), mode, num_classes, input_size)

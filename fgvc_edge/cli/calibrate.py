@@ -5,13 +5,16 @@ from typing import Optional
 import typer
 from typing_extensions import Annotated
 
-from fgvc_edge.cli._common import JsonOpt, check_artifact_output, console, print_json, renamed
+from fgvc_edge.cli._common import JsonOpt, ThreadsOpt, check_artifact_output, console, print_json, renamed
 from fgvc_edge.cli._progress import progress_display
 
 DEFAULT_CALIB_IMAGES = 512
 CalibDataOpt = Annotated[Path, typer.Option("--data", help="Folder of calibration images (searched recursively).")]
 MethodOpt = Annotated[str, typer.Option("--method", help="Range calibration: minmax, entropy or percentile.")]
 TargetOpt = Annotated[str, typer.Option("--target", help="tensorrt (symmetric s8 Q/DQ) or onnxruntime (u8s8, CPU).")]
+LatencyAwareOpt = Annotated[bool, typer.Option(
+    "--latency-aware", help="--target onnxruntime: keep nodes float where INT8 is not faster on this machine "
+    "(per-node ONNX Runtime profile at --threads; the choice is recorded in the sidecar).")]
 
 
 def calibrate_cmd(
@@ -23,6 +26,8 @@ def calibrate_cmd(
     method: MethodOpt = "minmax",
     target: TargetOpt = "tensorrt",
     force: Annotated[bool, typer.Option("--force", help="Recalibrate even when the cache matches.")] = False,
+    latency_aware: LatencyAwareOpt = False,
+    threads: ThreadsOpt = None,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Output .onnx path.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -35,7 +40,8 @@ def calibrate_cmd(
     with progress_display() as display:
         images = display.task("calibrating", count, per_step=False)
         result = calibrate_onnx(str(onnx_file), str(data), str(output) if output else None, num_images=num_images,
-                                method=method, target=target, force=force, on_batch=images.advance)
+                                method=method, target=target, force=force, on_batch=images.advance,
+                                latency_aware=latency_aware, threads=threads)
     check = result.record.get("int8_check", {})
     if as_json:
         print_json({"path": result.path, "cache_path": result.cache_path, "reused": result.cache_hit,

@@ -7,6 +7,7 @@ from fgvc_edge.engine.pipeline import (
     TensorRTOptions,
     build,
     default_output,
+    int8_deployable,
     synthetic_int8_deployable,
 )
 from fgvc_edge.engine.tensorrt_builder import BatchProfile, TensorRTSettings
@@ -14,5 +15,5 @@ from fgvc_edge.export.cache import ModelOptions
 
 __all__ = [
     "BatchProfile", "BuildResult", "BuildSettings", "CalibrationSettings", "ModelOptions", "TensorRTOptions",
-    "TensorRTSettings", "build", "default_output", "synthetic_int8_deployable",
+    "TensorRTSettings", "build", "default_output", "int8_deployable", "synthetic_int8_deployable",
 ]

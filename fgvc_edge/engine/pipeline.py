@@ -1,4 +1,5 @@
-"""``build``: a registry model or an ONNX file → typed ONNX → TensorRT engine or ONNX Runtime deployable.
+"""``build``: a registry model or an ONNX file → typed ONNX → TensorRT engine, ONNX Runtime deployable or
+OpenVINO IR (``target="openvino"``: the FP32 ONNX as an IR, or NNCF's INT8 of it; extra ``openvino``).
 
 Steps, each cached by content so a repeated build redoes nothing that has not changed:
 export (the export stage's cache, :mod:`fgvc_edge.export.cache`) → typed ONNX (FP16 conversion keyed by the
@@ -22,7 +23,7 @@ from fgvc_edge.precision import SyntheticImages, calibrate_onnx, check_tensorrt_
 from fgvc_edge.precision._artifact import copy_artifact, load_onnx, source_record
 
 PRECISIONS = ("fp32", "fp16", "int8")
-TARGETS = ("tensorrt", "onnxruntime")
+TARGETS = ("tensorrt", "onnxruntime", "openvino")
 INTERMEDIATE_DIR = EXPORT_CACHE_DIR
 CALIBRATION_DIR = CALIBRATION_CACHE_DIR
 NO_TENSORRT_HINT = "use --target onnxruntime for the CPU deployable"
@@ -36,6 +37,9 @@ class CalibrationSettings:
     data: Union[None, str, Sequence[ImageLike]] = None
     method: str = "minmax"
     num_images: int = 512
+    # ONNX Runtime form only: keep nodes float where INT8 is not faster here, profiled at ``threads``.
+    latency_aware: bool = False
+    threads: Optional[int] = None
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,12 @@ class BuildSettings:
             raise UserInputError("--target must be one of {}, not {!r}".format(", ".join(TARGETS), self.target))
         if self.target != "tensorrt" and self.tensorrt.given():
             raise UserInputError("--dla-core/--version-compatible/--timing-cache/--workspace apply to --target tensorrt")
+        if self.target == "openvino" and self.precision == "fp16":
+            raise UserInputError("--target openvino builds --fp32 or --int8 (NNCF); its CPU plugin does not run FP16")
+        if self.target == "openvino" and not self.profile.is_fixed:
+            raise UserInputError("--target openvino builds a fixed --batch (OpenVINO compiles static shapes on CPU)")
+        if self.calibration.latency_aware and self.target != "onnxruntime":
+            raise UserInputError("--latency-aware profiles ONNX Runtime's CPU kernels: use it with --target onnxruntime")
 
     def tensorrt_settings(self) -> TensorRTSettings:
         options = self.tensorrt
@@ -91,8 +101,8 @@ class BuildResult:
 
 
 def default_output(record: Dict[str, Any], precision: str, profile: BatchProfile, target: str) -> str:
-    """``engines/<model>[-<variant>]-<checkpoint or random>-<precision>-<b1|bdyn>.<engine|onnx>``."""
-    suffix = ".engine" if target == "tensorrt" else ".onnx"
+    """``engines/<model>[-<variant>]-<checkpoint or random>-<precision>-<b1|bdyn>.<engine|onnx|xml>``."""
+    suffix = {"tensorrt": ".engine", "openvino": ".xml"}.get(target, ".onnx")
     return artifact_path(record.get("model") or "model", record.get("variant"), record.get("checkpoint"), precision,
                          profile.label, suffix)
 
@@ -128,6 +138,9 @@ def build(
     if not _is_onnx_file(source):
         step("exporting {} to FP32 ONNX".format(source))
     fp32_path = _fp32_onnx(source, model, settings, result)
+    if settings.target == "openvino":
+        step("converting to OpenVINO IR" if settings.precision == "fp32" else "quantizing INT8 with NNCF")
+        return _build_openvino(fp32_path, settings, output, result, force)
     if settings.precision != "fp32":
         step("converting to FP16" if settings.precision == "fp16" else "calibrating INT8 ({}, {} form)".format(
             settings.calibration.method, settings.target))
@@ -196,11 +209,43 @@ def _typed_onnx(fp32_path: str, settings: BuildSettings, result: BuildResult,
             raise UserInputError("--int8 needs --calib-data DIR: a folder of images like the ones it will see")
         typed = calibrate_onnx(fp32_path, calibration.data, num_images=calibration.num_images,
                                method=calibration.method, target=target, cache_dir=settings.calibration_dir,
-                               on_batch=on_calib_batch)
+                               on_batch=on_calib_batch, latency_aware=calibration.latency_aware,
+                               threads=calibration.threads)
     result.intermediates[precision] = typed.path
     if typed.cache_hit:
         result.reused.append(precision)
     return typed.path
+
+
+# -- stage 2+3 for OpenVINO: an IR (FP32, or NNCF INT8) -----------------------------------------------
+def _build_openvino(fp32_path: str, settings: BuildSettings, output: Optional[str], result: BuildResult,
+                    force: bool = False) -> BuildResult:
+    """FP32 ONNX → OpenVINO IR: as is, or quantized by NNCF on the calibration images (cached by content)."""
+    from fgvc_edge.precision.openvino_ir import quantize_openvino, write_fp32_ir
+
+    record = source_record(fp32_path)
+    if record.get("precision") not in (None, "fp32"):
+        raise UserInputError("{} is {}; --target openvino needs the FP32 ONNX".format(fp32_path, record["precision"]))
+    output = output or default_output(record, settings.precision, settings.profile, "openvino")
+    refuse_other_source(output, record, force)
+    if settings.precision == "fp32":
+        record = write_fp32_ir(fp32_path, output)
+    else:
+        calibration = settings.calibration
+        if calibration.data is None:
+            raise UserInputError("--int8 needs --calib-data DIR: a folder of images like the ones it will see")
+        typed = quantize_openvino(fp32_path, calibration.data, output, num_images=calibration.num_images,
+                                  cache_dir=settings.calibration_dir)
+        result.intermediates["int8"] = typed.path
+        if typed.cache_hit:
+            result.reused.append("int8")
+        record = typed.record
+        if isinstance(calibration.data, SyntheticImages):
+            record = dict(record, calibration_note=SYNTHETIC_NOTE)
+            write_sidecar(output, record)  # the IR stays as it is: its sidecar alone gains the note
+    result.path, result.record = output, record
+    result.check = quality_check(record, settings.precision)
+    return result
 
 
 # -- stage 3: deliverable ---------------------------------------------------------------------------
@@ -225,6 +270,31 @@ def _deliver_engine(typed: str, output: str, record: Dict[str, Any], settings: T
     result.extra_files.extend(write_deepstream_files(output, record))
 
 
+def int8_deployable(
+    source: str,
+    images: Sequence[ImageLike],
+    *,
+    model: ModelOptions = ModelOptions(),
+    method: str = "minmax",
+    batch: int = 1,
+    output: Optional[str] = None,
+    intermediate_dir: str = INTERMEDIATE_DIR,
+    calibration_dir: str = CALIBRATION_DIR,
+    latency_aware: bool = False,
+    threads: Optional[int] = None,
+) -> BuildResult:
+    """ONNX Runtime INT8 deployable of a registry model at a fixed ``batch``, calibrated on ``images`` (all of
+    them); ``intermediates["fp32"]`` is the FP32 export it was quantized from (same weights)."""
+    profile = BatchProfile.fixed(batch)
+    fp32, _ = export_cached(source, model, batch=batch, label=profile.label, intermediate_dir=intermediate_dir)
+    calibration = CalibrationSettings(images, method, len(images), latency_aware, threads)
+    settings = BuildSettings("int8", "onnxruntime", profile, calibration, intermediate_dir=intermediate_dir,
+                             calibration_dir=calibration_dir)
+    result = build(fp32, settings, output=output)
+    result.intermediates["fp32"] = fp32
+    return result
+
+
 def synthetic_int8_deployable(
     source: str,
     *,
@@ -245,7 +315,6 @@ def synthetic_int8_deployable(
     profile = BatchProfile.fixed(batch)
     fp32, _ = export_cached(source, model, batch=batch, label=profile.label, intermediate_dir=intermediate_dir)
     size = int(read_sidecar(fp32)["preprocess"]["resize_size"])
-    images = SyntheticImages(num_images, size=size, seed=seed)
-    settings = BuildSettings("int8", "onnxruntime", profile, CalibrationSettings(images, method, num_images),
-                             intermediate_dir=intermediate_dir, calibration_dir=calibration_dir)
-    return build(fp32, settings, output=output)
+    return int8_deployable(source, SyntheticImages(num_images, size=size, seed=seed), model=model, method=method,
+                           batch=batch, output=output, intermediate_dir=intermediate_dir,
+                           calibration_dir=calibration_dir)

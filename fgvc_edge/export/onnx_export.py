@@ -128,8 +128,9 @@ def model_record(model: nn.Module, *, checkpoint: Optional[str] = None,
 
 # Bumped whenever an export's graph or record changes for the same model (build caches key on it):
 # 2 = the record carries ``int8_float_scopes``; 3 = and ``checkpoint_sha256``; 4 = CMAL-Net crops with two MatMuls
-# (was GridSample) in a scope the record names in ``fp32_scopes``, and the record carries ``params_deploy``.
-EXPORT_REVISION = 4
+# (was GridSample) in a scope the record names in ``fp32_scopes``, and the record carries ``params_deploy``;
+# 5 = ACANet's FCSA window attention as tiled GEMMs.
+EXPORT_REVISION = 5
 
 
 def onnx_scope(module_name: str) -> str:

@@ -34,26 +34,33 @@ def count_macs(model: nn.Module, input_size: int, batch: int = 1) -> Tuple[int, 
         analysis.uncalled_modules_warnings(False)
         with torch.no_grad():
             total = int(analysis.total())
+            traced = analysis.by_module()
         skipped = dict(analysis.unsupported_ops())
-        total += _uncounted_macs(model, x)
+        total += sum(macs - int(traced.get(name, 0)) for name, macs in _declared_macs(model, x).items())
     finally:
         model.train(was_training)
     return total, skipped
 
 
-def _uncounted_macs(model: nn.Module, x: torch.Tensor) -> int:
-    """MACs fvcore cannot see: modules computing products elementwise (ACANet's FCSA window attention is
-    q·k and attention·v as Mul + ReduceSum) report them through ``uncounted_macs(input)``."""
-    counters = [m for m in model.modules() if callable(getattr(m, "uncounted_macs", None))]
-    if not counters:
-        return 0
-    found = []
-    hooks = [m.register_forward_hook(lambda mod, args, out: found.append(int(mod.uncounted_macs(args[0]))))
-             for m in counters]
+def _declared_macs(model: nn.Module, x: torch.Tensor) -> Dict[str, int]:
+    """MACs that modules state by their definition, in place of what fvcore traces in them (name → MACs).
+
+    ACANet's window attention runs as GEMMs over padded tiles; its MACs are window² products per pixel and
+    channel, not the tiles' (``WindowAttention.declared_macs``). The hook sees the module's real inputs.
+    """
+    named = {module: name for name, module in model.named_modules() if callable(getattr(module, "declared_macs", None))}
+    found: Dict[str, int] = {}
+
+    def record(module: nn.Module, args: Tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
+        name = named[module]
+        found[name] = found.get(name, 0) + int(module.declared_macs(*args))
+
+    hooks = [module.register_forward_hook(record) for module in named]
     try:
-        with torch.no_grad():
-            model(x)
+        if hooks:
+            with torch.no_grad():
+                model(x)
     finally:
         for hook in hooks:
             hook.remove()
-    return sum(found)
+    return found

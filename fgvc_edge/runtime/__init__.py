@@ -1,7 +1,7 @@
 """The deployable runtime: what a Jetson or CPU application embeds.
 
-Imports only numpy, PIL and onnxruntime (TensorRT and pycuda lazily, where present) — never torch or
-typer — and stays valid on Python 3.8 (JetPack 5)::
+Imports only numpy, PIL and onnxruntime (TensorRT and pycuda, or OpenVINO, lazily, where present) — never
+torch or typer — and stays valid on Python 3.8 (JetPack 5)::
 
     from fgvc_edge.runtime import load
 
@@ -17,7 +17,7 @@ from fgvc_edge.runtime.onnx_runner import OnnxRunner
 from fgvc_edge.contract.preprocess import Preprocess
 from fgvc_edge.contract.sidecar import read_sidecar
 
-__all__ = ["load", "OnnxRunner", "Prediction", "Preprocess", "Runner", "TensorRTRunner", "read_sidecar"]
+__all__ = ["load", "OnnxRunner", "OpenVinoRunner", "Prediction", "Preprocess", "Runner", "TensorRTRunner", "read_sidecar"]
 
 
 def __getattr__(name: str) -> Any:
@@ -26,12 +26,16 @@ def __getattr__(name: str) -> Any:
         from fgvc_edge.runtime.tensorrt_runner import TensorRTRunner
 
         return TensorRTRunner
+    if name == "OpenVinoRunner":
+        from fgvc_edge.runtime.openvino_runner import OpenVinoRunner
+
+        return OpenVinoRunner
     raise AttributeError("module {!r} has no attribute {!r}".format(__name__, name))
 
 
 def load(path: str, **kwargs: Any) -> Runner:
     """Open an artifact with the runner its file type needs (``.onnx`` → ONNX Runtime, ``.engine``/``.plan`` →
-    TensorRT, imported only then)."""
+    TensorRT, ``.xml`` → OpenVINO, each imported only then)."""
     path = str(path)
     if os.path.isdir(path):
         raise not_a_file(path, "an .onnx or .engine file")
@@ -42,4 +46,8 @@ def load(path: str, **kwargs: Any) -> Runner:
         from fgvc_edge.runtime.tensorrt_runner import TensorRTRunner
 
         return TensorRTRunner(path, **kwargs)
-    raise UserInputError("cannot run {}: expected an .onnx, .engine or .plan file".format(path))
+    if suffix == ".xml":
+        from fgvc_edge.runtime.openvino_runner import OpenVinoRunner
+
+        return OpenVinoRunner(path, **kwargs)
+    raise UserInputError("cannot run {}: expected an .onnx, .engine, .plan or .xml (OpenVINO) file".format(path))

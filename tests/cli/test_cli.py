@@ -88,7 +88,7 @@ def test_bench_artifact_without_model_name(exported, tmp_path):
 def test_bench_model_both_runtimes(tmp_path):
     out = tmp_path / "b.json"
     result = invoke("bench", "resnet18", "--input-size", 32, "--iters", 2, "--warmup", 0, "--json", out,
-                    "--markdown", tmp_path / "b.md")
+                    "--markdown", tmp_path / "b.md", "--runtimes", "torch,onnxruntime")
     assert result.exit_code == 0, result.output
     rows = json.loads(out.read_text())
     assert {r["runtime"] for r in rows} == {"torch", "onnxruntime"}
