@@ -151,7 +151,7 @@ def targets(table: Dict[Key, Dict[str, Any]]) -> List[Tuple[bool, str]]:
 
 
 def measure(models: Sequence[str], args: argparse.Namespace, rows_path: str) -> List[Row]:
-    from fgvc_edge.bench.suite import BenchSettings, run_bench
+    from fgvc_edge.bench.suite import BenchProgress, BenchSettings, run_bench
 
     rows: List[Row] = []
     if args.resume and os.path.isfile(rows_path):
@@ -165,7 +165,7 @@ def measure(models: Sequence[str], args: argparse.Namespace, rows_path: str) -> 
         if model in done:
             continue
         print("measuring", model, flush=True)
-        rows.extend(run_bench([model], settings, progress=lambda text: print("  " + text, flush=True)))
+        rows.extend(run_bench([model], settings, progress=BenchProgress(step=lambda text: print("  " + text, flush=True))))
         _write(rows_path, json.dumps(rows, indent=1, default=str))
     return rows
 
@@ -183,7 +183,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--iters", type=int, default=30)
     parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--data", help="images for INT8 calibration and agreement (default: scikit-image's photos)")
+    parser.add_argument("--data", help="a data set (any layout `eval` reads): INT8 calibrated on its training images, "
+                        "top-1 on its test split (default: calibration and agreement on scikit-image's photos)")
     parser.add_argument("--latency-aware", action="store_true", help="our INT8 with latency-aware mixed precision")
     parser.add_argument("--before", help="rows.json of an earlier run: show before → after")
     parser.add_argument("--resume", action="store_true", help="keep the models already in rows.json")

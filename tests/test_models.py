@@ -10,8 +10,9 @@ from fgvc_edge.models import create_model, get_model_config, list_models
 from fgvc_edge.runtime import OnnxRunner
 
 # Big backbones whose every check costs tens of seconds on 2 cores: their smaller siblings (same torchvision
-# classes, same RBI head) stay in the fast tier; these run with `make test-slow`.
-SLOW_MODELS = {"rbi_swin_s", "rbi_convnext_base"}
+# classes, same heads, same RBI head) stay in the fast tier; these run with `make test-slow`.
+SLOW_MODELS = {"rbi_swin_s", "rbi_convnext_base", "resnet50", "cmal_resnet50", "care_resnet50", "acanet_resnet50",
+               "rbi_densenet121"}
 MODELS = [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_MODELS else n for n in list_models()]
 NUM_CLASSES = 7
 

@@ -260,6 +260,9 @@ def notes(rows: Sequence[Row], wide: bool = True) -> List[str]:
     """The numbered notes, then what the table's marks, ratios and memory columns mean."""
     _, firsts = _numbered(rows)
     lines = [_note(number, row) for number, row in enumerate(firsts, 1)]
+    # What a paper's figure counts, where it differs from ours (CARE-Net's Table 2 counts training-only params).
+    lines += sorted({"{}: {}".format(r["paper"]["id"], r["paper"]["note"]) for r in rows
+                     if (r.get("paper") or {}).get("note")})
     lines += ["ours: " + "; ".join(sorted({r["device"] for r in rows}))]
     peak = max((r.get("run_peak_rss_mb") or 0.0 for r in rows), default=0.0)
     if any(r.get("latency_ms") for r in rows):

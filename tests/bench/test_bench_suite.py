@@ -60,9 +60,13 @@ def test_quick_pass_times_only_configurations_with_a_paper_latency():
     table9 = ModelPoint("cmal_resnet50", "raw", 448, 100, "cmal_table9/cmal_resnet50_raw")
     care = ModelPoint("care_resnet50", None, 224, 200, "care_table2/care_resnet50")
     assert is_timed(table9, quick) and not is_timed(care, quick)
-    assert point_row_count(table9, quick) == 2 and point_row_count(care, quick) == 1  # torch + ORT FP32; MACs only
+    # torch + ORT FP32 + OpenVINO FP32; MACs only
+    assert point_row_count(table9, quick) == 3 and point_row_count(care, quick) == 1
     full = BenchSettings(batches=(1, 8), precisions=("fp32", "int8"))
-    assert is_timed(care, full) and point_row_count(care, full) == 2 * (1 + 2)  # per batch: torch, ORT fp32 + int8
+    # per batch: torch, ORT fp32 + int8, OpenVINO fp32 + int8
+    assert is_timed(care, full) and point_row_count(care, full) == 2 * (1 + 2 + 2)
+    ours = BenchSettings(batches=(1, 8), precisions=("fp32", "int8"), runtimes=("torch", "onnxruntime"))
+    assert point_row_count(care, ours) == 2 * (1 + 2)
     assert point_row_count(care, BenchSettings(runtimes=())) == 1
 
 
@@ -108,9 +112,11 @@ def test_care_rows_show_train_and_deploy_parameters_against_table2():
 
     from fgvc_edge.bench import papers
     from fgvc_edge.bench.report import csv_text, markdown, rich_table
-    from fgvc_edge.bench.suite import run_bench
+    from fgvc_edge.bench.suite import BenchProgress, _Run, bench_model_point
 
-    (row,) = run_bench(["care_resnet18"], BenchSettings(runtimes=(), threads=1, input_size=32))
+    # care_resnet18 at 32 px, compared with the Table 2 row (the paper row attached as for a paper configuration).
+    point = ModelPoint("care_resnet18", None, 32, 200, "care_table2/care_resnet50")
+    (row,) = bench_model_point(point, _Run(BenchSettings(runtimes=(), threads=1), BenchProgress(), None))
     width = 256
     assert row["params"] - row["params_deploy"] == 4 * (width * width + width)  # the four 1×1 convs of eq. (8)
     assert "train count" in row["paper"]["note"] and "24.87M" in row["paper"]["note"]

@@ -37,18 +37,21 @@ def test_bench_with_data_puts_accuracy_next_to_speed(tmp_path, monkeypatch, data
     assert result.exit_code == 0, result.output
     (folder,) = [p for p in (tmp_path / "benchmarks" / "results").iterdir() if p.name != "latest"]
     rows = json.loads((folder / "bench.json").read_text())
-    expected = [("torch", "fp32"), ("onnxruntime", "fp32")] + [("onnxruntime", "int8")] * ("int8" in precisions)
+    expected = [("torch", "fp32"), ("onnxruntime", "fp32"), ("openvino", "fp32")]
+    expected += [("onnxruntime", "int8"), ("openvino", "int8")] * ("int8" in precisions)
     assert [(r["runtime"], r["precision"]) for r in rows] == expected
     for row in rows:
         accuracy = row["accuracy"]
         assert accuracy["images"] == 9 and 0.0 <= accuracy["top1"] <= 1.0  # --limit 9 of the 12 test images
         assert row["num_classes"] == 3  # the model gets the data set's head
-    torch_row, ort_row = rows[:2]
-    # The same seeded weights in PyTorch and in the export: the same predictions.
-    assert ort_row["accuracy"]["agreement_fp32"] == 1.0 and ort_row["accuracy"]["top1"] == torch_row["accuracy"]["top1"]
-    if "int8" in precisions:
-        assert 0.0 <= rows[2]["accuracy"]["agreement_fp32"] <= 1.0
-        assert rows[2]["calibration"] == "data"  # calibrated on the training images: no synthetic mark
+    torch_row, ort_row, ov_row = rows[:3]
+    # The same seeded weights in PyTorch, in the export and in OpenVINO: the same predictions.
+    for row in (ort_row, ov_row):
+        assert row["accuracy"]["agreement_fp32"] == 1.0 and row["accuracy"]["top1"] == torch_row["accuracy"]["top1"]
+    for row in rows[3:]:
+        assert 0.0 <= row["accuracy"]["agreement_fp32"] <= 1.0
+        assert row["calibration"] == "data"  # calibrated on the training images: no synthetic mark
+        assert row["int8_accuracy"]["source"].startswith("training images of --data")
     assert "†" not in result.output and "top-1" in result.output and "agree" in result.output
     table = result.output[result.output.index("fgvc-edge bench"):result.output.index("[1] resnet18")]
     assert max(len(line) for line in table.splitlines()) <= 100
@@ -114,7 +117,6 @@ def test_calibrate_reports_progress_in_logs(tmp_path, monkeypatch, data, fp32_on
 def test_build_reports_its_steps_in_logs(tmp_path, monkeypatch, fp32_onnx):
     monkeypatch.delenv("FGVC_EDGE_QUIET")  # this test reads the progress lines
     monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("FGVC_EDGE_QUIET")
     result = invoke("build", fp32_onnx, "--fp16", "--target", "onnxruntime", "-o", tmp_path / "r18-fp16.onnx")
     assert result.exit_code == 0, result.output
     steps = [line for line in result.output.splitlines() if line.startswith("build ·")]

@@ -32,9 +32,13 @@ def test_bench_times_a_dynamic_engine_at_each_batch(fake_gpu_stack, tiny_onnx, t
 def test_bench_cli_takes_a_fixed_batch_engine(fake_gpu_stack, tiny_onnx, tmp_path):
     trt, _ = fake_gpu_stack("8.6")
     path = _engine(trt, tiny_onnx["fixed"], tmp_path / "m.engine", BatchProfile.fixed(1))
-    result = CliRunner().invoke(app, ["bench", path, "--batch", "1,8", "--iters", "2", "--warmup", "0",
+    refused = CliRunner().invoke(app, ["bench", path, "--batch", "1,8", "--iters", "2", "--warmup", "0",
+                                       "--json", str(tmp_path / "b.json")])
+    assert refused.exit_code == 2 and "has a fixed batch of 1" in refused.output  # not silently its own batch
+    assert not (tmp_path / "b.json").exists()
+    result = CliRunner().invoke(app, ["bench", path, "--iters", "2", "--warmup", "0",
                                       "--json", str(tmp_path / "b.json"), "--markdown", str(tmp_path / "b.md")])
     assert result.exit_code == 0, result.output
-    (row,) = json.loads((tmp_path / "b.json").read_text())  # the engine's own batch, not --batch's
+    (row,) = json.loads((tmp_path / "b.json").read_text())  # the engine's own batch
     assert (row["runtime"], row["batch"]) == ("tensorrt", 1)
     assert "tensorrt" in (tmp_path / "b.md").read_text()

@@ -17,7 +17,11 @@ from fgvc_edge.transforms import reparameterize_model
 from fgvc_edge.structure import PRUNE_TRANSFORM, SWAP_TRANSFORM, _replay_prune, _replay_swaps
 from fgvc_edge.transforms.prune import prune_model, swap_modules
 
-MODELS = list_models()
+# The registry's big members (tens of seconds each on 2 cores) run this check with `make test-slow`; each family
+# keeps a smaller sibling in the fast tier (resnet18, cmal/care/acanet_resnet18, cncnn_resnet50, the small RBIs).
+HEAVY = {"resnet50", "cmal_resnet50", "care_resnet50", "acanet_resnet50", "rbi_densenet121", "rbi_swin_s",
+         "rbi_convnext_base"}
+MODELS = [pytest.param(n, marks=pytest.mark.slow) if n in HEAVY else n for n in list_models()]
 NUM_CLASSES = 7
 OUTPUT_WIDTHS = {"out_channels", "out_features"}
 
