@@ -1,5 +1,5 @@
 # Two commands on a fresh clone: `make bench` and `make test`. Both create .venv when it is missing.
-# `make bench` is the quick pass (minutes); `make bench-full` the full sweep (about 90 minutes on 2 cores).
+# `make bench` is the quick pass (about 2 minutes on 2 idle cores); `make bench-full` the full sweep (well over an hour).
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
