@@ -213,7 +213,7 @@ def _resize_matrix(start: torch.Tensor, end: torch.Tensor, length: int, *, sourc
     shape = [1, 1, 1]
     shape[source_axis] = length
     pixels = torch.arange(length, dtype=start.dtype, device=start.device).reshape(shape)
-    # Comparisons and selections only: no Gather/Scatter, static shapes (TensorRT 8.5 parses every op).
+    # Comparisons and selections only: no Gather/Scatter, static shapes (Equal, Where: in TensorRT 8.5's parser).
     return torch.where(pixels == first, 1.0 - weight, 0.0) + torch.where(pixels == second, weight, 0.0)
 
 
