@@ -29,10 +29,16 @@ def _has_gpu() -> bool:
         return False
 
 
-# tests/tiny_data.py (small generated data sets), loaded by path: the suite runs with --import-mode=importlib.
-_SPEC = importlib.util.spec_from_file_location("tiny_data", pathlib.Path(__file__).parent / "tiny_data.py")
-tiny_data = importlib.util.module_from_spec(_SPEC)
-_SPEC.loader.exec_module(tiny_data)
+def _load_helper(name):
+    """A helper module of tests/ loaded by path: the suite runs with --import-mode=importlib."""
+    spec = importlib.util.spec_from_file_location(name, pathlib.Path(__file__).parent / (name + ".py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# tests/tiny_data.py: small generated data sets.
+tiny_data = _load_helper("tiny_data")
 
 
 @pytest.fixture(scope="session")
@@ -51,10 +57,8 @@ def one_torch_thread():
     torch.set_num_threads(before)
 
 
-# tests/real_images.py (scikit-image's bundled photos, BN statistics measured on them), loaded by path too.
-_REAL_SPEC = importlib.util.spec_from_file_location("real_images", pathlib.Path(__file__).parent / "real_images.py")
-real_images_module = importlib.util.module_from_spec(_REAL_SPEC)
-_REAL_SPEC.loader.exec_module(real_images_module)
+# tests/real_images.py: scikit-image's bundled photos, BN statistics measured on them.
+real_images_module = _load_helper("real_images")
 
 
 @pytest.fixture(scope="session")
