@@ -37,6 +37,7 @@ RESULTS = os.path.join("benchmarks", "results")
 ARTIFACTS = os.path.join("engines", "triton_load")
 STARTUP_S = 300
 REQUEST_S = 120.0
+MEMORY_STEP = 1000  # requests between two readings of the server's memory
 CLI = [sys.executable, "-c", "from fgvc_edge.cli import main; main()"]
 
 
@@ -223,27 +224,40 @@ def free_ports(count: int) -> List[int]:
 def run_model(name: str, args: argparse.Namespace, photos: List[bytes]) -> Dict[str, Any]:
     path = build_artifact(name, MODELS[name])
     report = {"model": name, "artifact": path, "threads": args.threads, "points": []}  # type: Dict[str, Any]
-    report["in_process"] = in_process(path, photos, args.duration, args.threads)
-    print(name, "in-process:", report["in_process"], flush=True)
+    if not args.memory_only:
+        report["in_process"] = in_process(path, photos, args.duration, args.threads)
+        print(name, "in-process:", report["in_process"], flush=True)
     log = os.path.join(RESULTS, "triton_load-{}-{{}}.log".format(name))
     with Server(path, max_batch=16, threads=args.threads, log_path=log.format("batching")) as server:
-        for clients in args.concurrency:
+        for clients in args.concurrency if not args.memory_only else [max(args.concurrency)]:
+            # With --memory-only the one point is the warm-up before the memory is first read, not a figure.
             point = closed_loop(server.url, server.model, photos, clients, args.duration)
-            report["points"].append(dict(point, clients=clients, batching=True))
+            if not args.memory_only:
+                report["points"].append(dict(point, clients=clients, batching=True))
             print(name, "batching on", clients, "clients:", point, flush=True)
-        before = server_memory(server.process.pid)
-        load = closed_loop(server.url, server.model, photos, max(args.concurrency), None, args.memory_requests)
-        after = server_memory(server.process.pid)
-        report["memory"] = {"requests": load["requests"], "errors": load["errors"], "before_bytes": before,
-                            "after_bytes": after,
-                            "growth_pct": round(100.0 * (after["total"] / before["total"] - 1.0), 2)}
-        print(name, "memory:", report["memory"], flush=True)
+        report["memory"] = memory_run(server, photos, max(args.concurrency), args.memory_requests, name)
+    if args.memory_only:
+        return report
     with Server(path, max_batch=1, threads=args.threads, log_path=log.format("no-batching")) as server:
         clients = max(args.concurrency)
         point = closed_loop(server.url, server.model, photos, clients, args.duration)
         report["points"].append(dict(point, clients=clients, batching=False))
         print(name, "batching off", clients, "clients:", point, flush=True)
     return report
+
+
+def memory_run(server: Server, photos: List[bytes], clients: int, requests: int, name: str) -> Dict[str, Any]:
+    """The server's memory after warm-up, then every MEMORY_STEP requests: a leak climbs, a warm cache is flat."""
+    before = server_memory(server.process.pid)
+    samples, served, errors = [{"requests": 0, "bytes": before}], 0, 0
+    while served < requests:
+        step = closed_loop(server.url, server.model, photos, clients, None, min(MEMORY_STEP, requests - served))
+        served, errors = served + step["requests"], errors + step["errors"]
+        samples.append({"requests": served, "bytes": server_memory(server.process.pid)})
+        print(name, "memory after", served, "requests:", samples[-1]["bytes"]["total"] // 2**20, "MB", flush=True)
+    after = samples[-1]["bytes"]
+    return {"requests": served, "errors": errors, "before_bytes": before, "after_bytes": after,
+            "growth_pct": round(100.0 * (after["total"] / before["total"] - 1.0), 2), "samples": samples}
 
 
 def markdown(reports: List[Dict[str, Any]], args: argparse.Namespace) -> str:
@@ -257,13 +271,15 @@ def markdown(reports: List[Dict[str, Any]], args: argparse.Namespace) -> str:
             lines.append("| {} | {} | {} | {} | {} | {} | {} | {} |".format(
                 report["model"], point["clients"], "on" if point["batching"] else "off", point["throughput_ips"],
                 point["p50_ms"], point["p99_ms"], point["errors"], report["in_process"]["throughput_ips"]))
-    lines += ["", "| model | requests | RSS before MB | RSS after MB | growth | < 5 % |", "|---|---|---|---|---|---|"]
+    lines += ["", "| model | requests | RSS before MB | RSS after MB | growth | < 5 % | RSS every {} requests MB |".format(
+        MEMORY_STEP), "|---|---|---|---|---|---|---|"]
     for report in reports:
         memory = report["memory"]
-        lines.append("| {} | {} | {:.0f} | {:.0f} | {:+.2f} % | {} |".format(
+        lines.append("| {} | {} | {:.0f} | {:.0f} | {:+.2f} % | {} | {} |".format(
             report["model"], memory["requests"], memory["before_bytes"]["total"] / 2**20,
             memory["after_bytes"]["total"] / 2**20, memory["growth_pct"],
-            "yes" if memory["growth_pct"] < 5.0 else "NO"))
+            "yes" if memory["growth_pct"] < 5.0 else "NO",
+            " ".join("{:.0f}".format(s["bytes"]["total"] / 2**20) for s in memory.get("samples", []))))
     return "\n".join(lines) + "\n"
 
 
@@ -273,6 +289,8 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=30.0, help="seconds per load point")
     parser.add_argument("--concurrency", default="1,4,16", help="closed-loop clients per point")
     parser.add_argument("--memory-requests", type=int, default=10000)
+    parser.add_argument("--memory-only", action="store_true",
+                        help="only the memory run (after one warm-up point): no load table, no batching off")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="ONNX Runtime threads")
     parser.add_argument("--output", default=os.path.join(RESULTS, "triton_load"), help="path stem for .json/.md")
     args = parser.parse_args()

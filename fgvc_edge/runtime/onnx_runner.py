@@ -12,11 +12,18 @@ from fgvc_edge.contract.sidecar import check_digest, check_graph, onnx_metadata_
 PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 
 
-def session_options(threads: Optional[int] = None) -> Any:
-    """ORT's best standard CPU settings: every graph optimisation, ``threads`` intra-op threads."""
+def session_options(threads: Optional[int] = None, memory_arena: bool = True) -> Any:
+    """ORT's best standard CPU settings: every graph optimisation, ``threads`` intra-op threads.
+
+    ``memory_arena=False`` is for inputs whose batch varies from call to call (a server's batcher): ORT's CPU
+    arena keeps every block it ever extended by and fragments as shapes change, so the process grows with
+    each new mix of batch sizes (cmal_resnet18 @448, batches 1-16: 798 → 1373 MB over 32 batches, against a
+    flat 405 → 412 MB without it, at the same speed). A fixed shape reuses the arena's blocks: keep it there.
+    """
     ort = require("onnxruntime", "onnxruntime")
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.enable_cpu_mem_arena = bool(memory_arena)
     if threads:
         options.intra_op_num_threads = int(threads)
         options.inter_op_num_threads = 1
@@ -27,7 +34,8 @@ def session_options(threads: Optional[int] = None) -> Any:
 class OnnxRunner(Runner):
     """Run an ONNX file with ONNX Runtime; its sidecar (or ONNX metadata) gives preprocessing and labels."""
 
-    def __init__(self, path: str, providers: Optional[Sequence[str]] = None, threads: Optional[int] = None) -> None:
+    def __init__(self, path: str, providers: Optional[Sequence[str]] = None, threads: Optional[int] = None,
+                 memory_arena: bool = True) -> None:
         ort = require("onnxruntime", "onnxruntime")
         path = str(path)
         if os.path.isdir(path):
@@ -44,7 +52,8 @@ class OnnxRunner(Runner):
                     "this onnxruntime lacks {}; it has {}".format(", ".join(missing), ", ".join(available))
                 )
         try:
-            self.session = ort.InferenceSession(path, sess_options=session_options(threads), providers=list(providers))
+            options = session_options(threads, memory_arena)
+            self.session = ort.InferenceSession(path, sess_options=options, providers=list(providers))
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... types
             raise UserInputError("cannot load {} with onnxruntime: {}".format(path, str(exc).splitlines()[0])) from None
         record = read_sidecar(path)

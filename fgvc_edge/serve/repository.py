@@ -195,6 +195,10 @@ def classifier_config(fact: ArtifactFacts, settings: RepositorySettings) -> str:
         "instance_group": [{"kind": Enum("KIND_GPU" if gpu else "KIND_CPU"), "count": settings.instances}],
     }  # type: Dict[str, Any]
     _add_batcher(config, fact, settings)
+    if fact.backend == "onnxruntime" and fact.fixed_batch is None:
+        # As `serve` runs it: the batcher varies the batch, and ORT's CPU arena would grow with every new mix of
+        # sizes (onnxruntime_backend's `enable_mem_arena`; see runtime.onnx_runner.session_options).
+        config["parameters"] = [{"key": "enable_mem_arena", "value": {"string_value": "0"}}]
     return render(config, _header(fact, "classifier"))
 
 

@@ -133,7 +133,10 @@ def _load(artifacts: Sequence[str], names: Sequence[str], settings: ServeSetting
     served = []  # type: List[List[ServedModel]]
     try:
         for artifact, name in zip(artifacts, names):
-            kwargs = {"threads": threads} if str(artifact).lower().endswith(".onnx") else {}
+            # Triton's batcher hands ONNX Runtime a new batch size at every turn: without its CPU arena the
+            # process stays flat over thousands of requests (see onnx_runner.session_options).
+            onnx = str(artifact).lower().endswith(".onnx")
+            kwargs = {"threads": threads, "memory_arena": False} if onnx else {}
             served.append([ServedModel(load(artifact, **kwargs), name, settings.topk) for _ in range(settings.instances)])
     except BaseException:
         for instances in served:

@@ -75,6 +75,8 @@ def test_dynamic_onnx_classifier_batches_on_cpu(repository, artifacts):
     assert [(t.name, list(t.dims), t.label_filename) for t in config.output] == [("logits", [4], "labels.txt")]
     assert config.dynamic_batching.max_queue_delay_microseconds == 250
     assert [(g.kind, g.count) for g in config.instance_group] == [(KIND_CPU, 2)]
+    # Batches of every size come in: ORT's CPU arena would grow with each new mix of them.
+    assert config.parameters["enable_mem_arena"].string_value == "0"
     with open(os.path.join(output, "birds_r18", "1", "model.onnx"), "rb") as copy, open(artifacts["resnet"], "rb") as src:
         assert copy.read() == src.read()
     with open(os.path.join(output, "birds_r18", "labels.txt"), encoding="utf-8") as fh:
@@ -88,6 +90,7 @@ def test_batch_dependent_model_has_batching_off_and_its_batch_in_the_dims(reposi
         config = parse(os.path.join(output, model))
         assert config.max_batch_size == 0 and not config.HasField("dynamic_batching"), model
         assert list(config.input[0].dims) == dims
+    assert "enable_mem_arena" not in parse(os.path.join(output, "rbi")).parameters  # one shape: the arena reuses it
     with open(os.path.join(output, "rbi", "config.pbtxt"), encoding="utf-8") as fh:
         assert "depends on its batch" in fh.read()
     assert any("rbi: batching off" in note for note in result.notes)
@@ -99,6 +102,7 @@ def test_engines_are_plans_on_the_gpu_within_their_profile(repository):
     assert dynamic.backend == "tensorrt" and dynamic.max_batch_size == 8  # the profile's max, under --max-batch 16
     assert dynamic.HasField("dynamic_batching") and dynamic.instance_group[0].kind == KIND_GPU
     assert os.path.isfile(os.path.join(output, "r18-fp16", "1", "model.plan"))
+    assert "enable_mem_arena" not in dynamic.parameters  # an onnxruntime_backend key: not the tensorrt backend's
     fixed = parse(os.path.join(output, "r18-b1"))
     assert fixed.max_batch_size == 0 and list(fixed.input[0].dims) == [1, 3, 32, 32]
     assert not fixed.HasField("dynamic_batching")

@@ -144,3 +144,20 @@ def test_a_model_that_fails_to_load_is_reported_in_one_line():
                                     "Internal: TritonModelException: Model initialize error")
     assert _first_line(TimeoutError()) == "TimeoutError"
     assert "--instances 1 avoids it" in _instances_hint(ServeSettings(instances=3))
+
+
+def test_served_onnx_runners_run_without_the_memory_arena(artifacts):
+    """Triton's batcher varies the batch; ORT's CPU arena grows with every new mix of sizes, so serve turns it off
+    (and only there: a fixed-shape runner keeps it)."""
+    from fgvc_edge.serve.server import _load
+
+    served = _load([artifacts["resnet"]], ["r"], ServeSettings(instances=2))
+    try:
+        assert len(served[0]) == 2
+        for model in served[0]:
+            assert model.runner.session.get_session_options().enable_cpu_mem_arena is False
+    finally:
+        for model in served[0]:
+            model.close()
+    with load(artifacts["resnet"]) as runner:
+        assert runner.session.get_session_options().enable_cpu_mem_arena is True
