@@ -52,12 +52,18 @@ def write_artifact(artifact: str, write: Callable[[str], Optional[Dict[str, Any]
     ``write(path)`` writes the artifact to the temporary ``path`` and may return facts to add to ``record``;
     the sidecar gets ``record`` with those facts and the sha256 of what was written. Returns the sidecar."""
     with atomic_paths([sidecar_path(artifact), artifact]) as (sidecar_tmp, artifact_tmp):
-        facts = write(artifact_tmp) or {}
-        full = {"schema_version": SCHEMA_VERSION}
-        full.update(record)
-        full.update(facts)
-        full["sha256"] = sha256_file(artifact_tmp)
+        full = full_record(record, write(artifact_tmp), sha256=sha256_file(artifact_tmp))
         dump_json(sidecar_tmp, full)
+    return full
+
+
+def full_record(record: Dict[str, Any], facts: Optional[Dict[str, Any]], **digests: str) -> Dict[str, Any]:
+    """A sidecar's contents: the schema version, ``record``, the writer's ``facts``, then the digests of what
+    was written (they win over any stale digest a copied record carries)."""
+    full = {"schema_version": SCHEMA_VERSION}
+    full.update(record)
+    full.update(facts or {})
+    full.update(digests)
     return full
 
 

@@ -16,7 +16,7 @@ from typing import Any, Callable, Dict, Iterator, Optional, Sequence
 import numpy as np
 
 from fgvc_edge._io import atomic_paths, check_output_file, dump_json, sha256_file
-from fgvc_edge.contract.sidecar import SCHEMA_VERSION, cached_record, digest, sidecar_path
+from fgvc_edge.contract.sidecar import cached_record, digest, full_record, sidecar_path
 from fgvc_edge.errors import UserInputError, require
 from fgvc_edge.precision._artifact import TypedOnnx, compare_outputs, graph_io, load_onnx, record_preprocess, source_record
 from fgvc_edge.precision.data import ImageStream, select_images
@@ -170,13 +170,10 @@ def write_ir(xml_path: str, save: Callable[[str], Optional[Dict[str, Any]]], rec
     with atomic_paths([_bin(xml_path), sidecar_path(xml_path), xml_path]) as (bin_tmp, sidecar_tmp, xml_tmp):
         with tempfile.TemporaryDirectory(dir=folder, prefix=".fgvc-ov-") as tmp:
             staged = os.path.join(tmp, "model.xml")
-            facts = save(staged) or {}
+            facts = save(staged)
             os.replace(_bin(staged), bin_tmp)
             os.replace(staged, xml_tmp)
-        full = {"schema_version": SCHEMA_VERSION}
-        full.update(record)
-        full.update(facts)
-        full.update({"sha256": sha256_file(xml_tmp), "bin_sha256": sha256_file(bin_tmp)})
+        full = full_record(record, facts, sha256=sha256_file(xml_tmp), bin_sha256=sha256_file(bin_tmp))
         dump_json(sidecar_tmp, full)
     return full
 

@@ -4,6 +4,7 @@ Every writer renames the sidecar first, then the artifact; a crash between the t
 sha256 is not the file's, and the runners refuse it (exit 2, one line, saying to re-export or rebuild)
 instead of running the old graph with the new record — or the new graph with the old one.
 """
+import hashlib
 import json
 import os
 import shutil
@@ -117,3 +118,23 @@ def test_copy_refuses_a_source_whose_sidecar_is_not_its_own(r18_copy, tmp_path):
     with pytest.raises(UserInputError, match="does not belong"):
         copy_artifact(r18_copy, str(tmp_path / "copy.onnx"))
     assert not os.path.exists(tmp_path / "copy.onnx") and not os.path.exists(tmp_path / "copy.onnx.json")
+
+
+def test_a_sidecar_holds_the_digests_of_what_was_written_not_the_records(tmp_path):
+    """A record copied from another artifact carries that one's sha256: the digest of the new file must win."""
+    from fgvc_edge.contract.sidecar import SCHEMA_VERSION, full_record, read_sidecar, write_artifact
+
+    stale = {"sha256": "0" * 64, "num_classes": 3, "bin_sha256": "1" * 64}
+    full = full_record(stale, {"num_classes": 4}, sha256="a" * 64, bin_sha256="b" * 64)
+    assert full == {"schema_version": SCHEMA_VERSION, "sha256": "a" * 64, "num_classes": 4, "bin_sha256": "b" * 64}
+
+    path = str(tmp_path / "blob.onnx")
+
+    def write(tmp: str) -> dict:
+        with open(tmp, "wb") as fh:
+            fh.write(b"new bytes")
+        return {"format": "onnx"}
+
+    written = write_artifact(path, write, stale)
+    assert written["sha256"] == hashlib.sha256(b"new bytes").hexdigest()
+    assert read_sidecar(path)["sha256"] == written["sha256"] and written["format"] == "onnx"
