@@ -1,5 +1,5 @@
 """CMAL-Net: regions against a per-sample reference of the official procedure, modes, heads, the ONNX
-graph (static, one GridSample, boxes read back), and official checkpoints (state dict and whole-module
+graph (static, the crop as two MatMuls, boxes read back), and official checkpoints (state dict and whole-module
 pickle, built here in the official layout) read without running pickled code."""
 import copy
 import os
