@@ -39,11 +39,11 @@ build the mutual data augmentation of Algorithm 1 on them.
 Fidelity, measured by ``benchmarks/cmal_crop_fidelity.py`` (cmal_resnet50 at 448, BN statistics of 15 real
 photos, against the official test() run per image in float32): raw + A_oval logits equal the official ones
 bit for bit where the box is the whole image and are within 2.3e-5 to 7.4e-5 of max|logit| where it is not
-(the former GridSample crop: 0.8e-4 to 7.3e-4, issue #15). That is the float32 resolution of such a network, not a fault of
-the crop: moving half the pixels of the official crop up by one ulp moves the official logits by 1.7e-5 to
-9.0e-5, and the official procedure itself changes by 1.3e-5 to 7.4e-5 between 1 and 2 threads (PyTorch
-picks another upsample kernel, which rounds differently). Only the same kernel, thread count included, can
-be closer.
+(the former GridSample crop: 0.8e-4 to 7.3e-4, issue #15). That is the float32 resolution of such a network,
+not a fault of the crop: moving half the pixels of the official crop up by one ulp moves the official logits
+by 1.7e-5 to 9.0e-5, and the official procedure itself changes by 1.3e-5 to 7.4e-5 between 1 and 2 threads
+(PyTorch picks another upsample kernel, which rounds differently). Only the same kernel, thread count
+included, can be closer.
 
 Deviations from the paper text, all following the official code:
 
