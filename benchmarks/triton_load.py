@@ -9,7 +9,7 @@ cmal_resnet18 raw @448 FP32, both built with a dynamic batch (profile 1-8-16) so
 batches. Clients send one JPEG per request over gRPC and send the next when the answer arrives (closed loop);
 the server decodes, preprocesses and runs the model, as `runner.predict` does in-process, which is measured in
 the same run on the same threads. Memory is the RSS (/proc) of the serve process, tritonserver and its
-backend stubs, after warm-up and after `--memory-requests` more requests. Batching off is `--max-batch 1`.
+backend stubs, after `--memory-warmup` requests and then every 1,000 of `--memory-requests` more. Batching off is `--max-batch 1`.
 Clients share the machine with the server: on a 2-core box they take part of the CPU the server would use.
 
 Writes benchmarks/results/triton_load.{json,md}.
@@ -235,7 +235,8 @@ def run_model(name: str, args: argparse.Namespace, photos: List[bytes]) -> Dict[
             if not args.memory_only:
                 report["points"].append(dict(point, clients=clients, batching=True))
             print(name, "batching on", clients, "clients:", point, flush=True)
-        report["memory"] = memory_run(server, photos, max(args.concurrency), args.memory_requests, name)
+        report["memory"] = memory_run(server, photos, max(args.concurrency), args.memory_requests,
+                                      args.memory_warmup, name)
     if args.memory_only:
         return report
     with Server(path, max_batch=1, threads=args.threads, log_path=log.format("no-batching")) as server:
@@ -246,9 +247,17 @@ def run_model(name: str, args: argparse.Namespace, photos: List[bytes]) -> Dict[
     return report
 
 
-def memory_run(server: Server, photos: List[bytes], clients: int, requests: int, name: str) -> Dict[str, Any]:
-    """The server's memory after warm-up, then every MEMORY_STEP requests: a leak climbs, a warm cache is flat."""
+def memory_run(server: Server, photos: List[bytes], clients: int, requests: int, warmup: int,
+               name: str) -> Dict[str, Any]:
+    """The server's memory after ``warmup`` requests, then every MEMORY_STEP requests: a leak climbs, a warm
+    server is flat. The warm-up lets the allocators reach their working set: every batch size the batcher
+    forms, and glibc's malloc, which raises its mmap threshold after the first large frees and from then on
+    keeps such blocks in its heap for reuse."""
+    started = server_memory(server.process.pid)
+    warm = closed_loop(server.url, server.model, photos, clients, None, warmup) if warmup else None
     before = server_memory(server.process.pid)
+    print(name, "memory:", started["total"] // 2**20, "MB before warm-up,", before["total"] // 2**20, "MB after",
+          warmup, "warm-up requests", flush=True)
     samples, served, errors = [{"requests": 0, "bytes": before}], 0, 0
     while served < requests:
         step = closed_loop(server.url, server.model, photos, clients, None, min(MEMORY_STEP, requests - served))
@@ -256,7 +265,8 @@ def memory_run(server: Server, photos: List[bytes], clients: int, requests: int,
         samples.append({"requests": served, "bytes": server_memory(server.process.pid)})
         print(name, "memory after", served, "requests:", samples[-1]["bytes"]["total"] // 2**20, "MB", flush=True)
     after = samples[-1]["bytes"]
-    return {"requests": served, "errors": errors, "before_bytes": before, "after_bytes": after,
+    return {"warmup_requests": warmup, "warmup_errors": warm["errors"] if warm else 0, "started_bytes": started,
+            "requests": served, "errors": errors, "before_bytes": before, "after_bytes": after,
             "growth_pct": round(100.0 * (after["total"] / before["total"] - 1.0), 2), "samples": samples}
 
 
@@ -271,12 +281,13 @@ def markdown(reports: List[Dict[str, Any]], args: argparse.Namespace) -> str:
             lines.append("| {} | {} | {} | {} | {} | {} | {} | {} |".format(
                 report["model"], point["clients"], "on" if point["batching"] else "off", point["throughput_ips"],
                 point["p50_ms"], point["p99_ms"], point["errors"], report["in_process"]["throughput_ips"]))
-    lines += ["", "| model | requests | RSS before MB | RSS after MB | growth | < 5 % | RSS every {} requests MB |".format(
-        MEMORY_STEP), "|---|---|---|---|---|---|---|"]
+    lines += ["", "| model | RSS at start MB | warm-up requests | requests | RSS before MB | RSS after MB | growth "
+              "| < 5 % | RSS every {} requests MB |".format(MEMORY_STEP), "|---|---|---|---|---|---|---|---|---|"]
     for report in reports:
         memory = report["memory"]
-        lines.append("| {} | {} | {:.0f} | {:.0f} | {:+.2f} % | {} | {} |".format(
-            report["model"], memory["requests"], memory["before_bytes"]["total"] / 2**20,
+        lines.append("| {} | {:.0f} | {} | {} | {:.0f} | {:.0f} | {:+.2f} % | {} | {} |".format(
+            report["model"], memory["started_bytes"]["total"] / 2**20, memory["warmup_requests"],
+            memory["requests"], memory["before_bytes"]["total"] / 2**20,
             memory["after_bytes"]["total"] / 2**20, memory["growth_pct"],
             "yes" if memory["growth_pct"] < 5.0 else "NO",
             " ".join("{:.0f}".format(s["bytes"]["total"] / 2**20) for s in memory.get("samples", []))))
@@ -289,6 +300,8 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=30.0, help="seconds per load point")
     parser.add_argument("--concurrency", default="1,4,16", help="closed-loop clients per point")
     parser.add_argument("--memory-requests", type=int, default=10000)
+    parser.add_argument("--memory-warmup", type=int, default=1000,
+                        help="requests served before the memory is first read (the allocators' warm-up)")
     parser.add_argument("--memory-only", action="store_true",
                         help="only the memory run (after one warm-up point): no load table, no batching off")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="ONNX Runtime threads")
