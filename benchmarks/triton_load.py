@@ -229,11 +229,9 @@ def run_model(name: str, args: argparse.Namespace, photos: List[bytes]) -> Dict[
         print(name, "in-process:", report["in_process"], flush=True)
     log = os.path.join(RESULTS, "triton_load-{}-{{}}.log".format(name))
     with Server(path, max_batch=16, threads=args.threads, log_path=log.format("batching")) as server:
-        for clients in args.concurrency if not args.memory_only else [max(args.concurrency)]:
-            # With --memory-only the one point is the warm-up before the memory is first read, not a figure.
+        for clients in args.concurrency if not args.memory_only else []:
             point = closed_loop(server.url, server.model, photos, clients, args.duration)
-            if not args.memory_only:
-                report["points"].append(dict(point, clients=clients, batching=True))
+            report["points"].append(dict(point, clients=clients, batching=True))
             print(name, "batching on", clients, "clients:", point, flush=True)
         report["memory"] = memory_run(server, photos, max(args.concurrency), args.memory_requests,
                                       args.memory_warmup, name)
@@ -303,7 +301,7 @@ def main() -> None:
     parser.add_argument("--memory-warmup", type=int, default=1000,
                         help="requests served before the memory is first read (the allocators' warm-up)")
     parser.add_argument("--memory-only", action="store_true",
-                        help="only the memory run (after one warm-up point): no load table, no batching off")
+                        help="only the memory run (its own --memory-warmup first): no load table, no batching off")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="ONNX Runtime threads")
     parser.add_argument("--output", default=os.path.join(RESULTS, "triton_load"), help="path stem for .json/.md")
     args = parser.parse_args()
